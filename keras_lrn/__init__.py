@@ -1,0 +1,9 @@
+"""keras_lrn: parameter-efficient CNNs by layer reuse and sharing, for Keras 3.
+
+Layers and models use `keras.ops` only and run on the TensorFlow and JAX backends.
+"""
+
+from keras_lrn import layers, models
+from keras_lrn.version import __version__
+
+__all__ = ["__version__", "layers", "models"]
