@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import re
 from typing import Any, Callable
 
 from keras_lrn.recipes import Recipe
@@ -116,6 +117,11 @@ def list_models(pattern="*", family=None):
     """Sorted registry names matching the shell-style `pattern` (and `family`, if given)."""
     _ensure_loaded()
     return sorted(
-        n for n, e in _REGISTRY.items()
-        if fnmatch.fnmatch(n, pattern) and (family is None or e.family == family)
+        (n for n, e in _REGISTRY.items()
+         if fnmatch.fnmatch(n, pattern) and (family is None or e.family == family)),
+        key=_natural_key,
     )
+
+
+def _natural_key(name):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]

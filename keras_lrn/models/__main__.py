@@ -1,0 +1,3 @@
+from keras_lrn.models.table import markdown_table
+
+print(markdown_table())

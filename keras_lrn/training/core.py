@@ -1,0 +1,312 @@
+"""The training loop behind the CLI: data, model, recipe, callbacks, `model.fit`.
+
+Everything here is importable from a notebook: `train(args, recipe, entry,
+model_kwargs)` is what `train/cifar10.py` runs once the flags are resolved
+(`keras_lrn.training.cli.resolve`).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import keras
+import numpy as np
+
+from keras_lrn import data as kdata
+from keras_lrn.export import atomic_path, export, load_model, save_model
+from keras_lrn.training.cli import now, write_json
+from keras_lrn.training.schedules import piecewise
+from keras_lrn.training.weight_decay import apply_weight_decay
+from keras_lrn.utils import tensorflow_available
+
+HISTORY = "history.csv"
+BEST = "best.keras"
+FINAL = "final.keras"
+ARGS = "args.json"
+RESULTS = "results.json"
+NORMALIZER = "normalizer.npz"
+BACKUP = "backup"
+
+
+class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """`ModelCheckpoint` whose writes never leave a half-written file in place.
+
+    Its best value is part of its state, so a resumed run keeps the best model
+    of the epochs before the interruption.
+    """
+
+    def _save_model(self, epoch, batch, logs):
+        filepath = self._get_file_path(epoch, batch, logs)
+        if self._should_save_model(epoch, batch, logs, filepath):
+            save_model(self.model, filepath)
+
+    def get_state(self):
+        best = None if self.best is None else float(self.best)
+        return {"best": best}
+
+    def set_state(self, state):
+        if state.get("best") is not None:
+            self.best = state["best"]
+
+
+class HistoryTrimmer(keras.callbacks.Callback):
+    """On resume, drop CSV rows of epochs that the restored backup does not include."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def on_train_begin(self, logs=None):
+        initial = getattr(self.model, "_initial_epoch", None) or 0
+        if not os.path.exists(self.path):
+            return
+        with open(self.path, newline="") as f:
+            rows = list(csv.reader(f))
+        if not rows:
+            return
+        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) < initial]
+        if len(kept) != len(rows):
+            with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
+                csv.writer(f).writerows(kept)
+
+
+def configure_backend(args):
+    keras.utils.set_random_seed(args.seed)
+    if args.mixed_precision:
+        keras.config.set_dtype_policy(f"mixed_{args.mixed_precision}")
+    else:
+        keras.config.set_dtype_policy("float32")
+
+
+def load_data(args, recipe):
+    """(train, val, test) as (x, y) uint8/int64 numpy pairs; val may be None."""
+    info = kdata.get_info(recipe.dataset)
+    if args.smoke or args.data_source == "synthetic":
+        n_train = 8 * recipe.batch_size if args.smoke else 2048
+        train = kdata.synthetic(recipe.dataset, num_examples=n_train, seed=args.seed, split="train")
+        test = kdata.synthetic(recipe.dataset, num_examples=max(recipe.batch_size * 2, info.num_classes),
+                               seed=args.seed + 1, split="test")
+    else:
+        train, test = kdata.load(recipe.dataset, data_dir=args.data_dir, source=args.data_source)
+    if args.train_subset:
+        rng = np.random.default_rng(args.seed)
+        idx = rng.permutation(len(train[0]))[: args.train_subset]
+        train = (train[0][idx], train[1][idx])
+    val = None
+    if recipe.val_split:
+        train, val = kdata.train_val_split(*train, val_fraction=recipe.val_split, seed=args.seed)
+    return info, train, val, test
+
+
+def output_names(model):
+    """Names of the outputs if the model returns a dict, else None."""
+    out = model.output
+    return tuple(out.keys()) if isinstance(out, dict) else None
+
+
+def main_output(model):
+    names = output_names(model)
+    if names is None:
+        return None
+    return "logits" if "logits" in names else names[0]
+
+
+def compile_model(model, recipe, jit_compile="auto"):
+    from_logits = not _has_softmax(model)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+    names = output_names(model)
+    if names:
+        loss = {n: keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits) for n in names}
+        weights = dict(recipe.loss_weights or {})
+        loss_weights = {n: float(weights.get(n, 1.0 if n == main_output(model) else 0.1))
+                        for n in names}
+        metrics = {n: ["accuracy"] for n in names}
+    else:
+        loss, loss_weights, metrics = loss_fn, None, ["accuracy"]
+    optimizer = keras.optimizers.SGD(learning_rate=recipe.lr, momentum=recipe.momentum,
+                                     nesterov=recipe.nesterov)
+    jit = {"auto": "auto", "true": True, "false": False}[str(jit_compile).lower()]
+    model.compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights, metrics=metrics,
+                  jit_compile=jit)
+    return model
+
+
+def _has_softmax(model):
+    act = getattr(model, "classifier_activation", None)
+    return act in ("softmax", keras.activations.softmax)
+
+
+def accuracy_key(model, prefix=""):
+    main = main_output(model)
+    return f"{prefix}{main}_accuracy" if main else f"{prefix}accuracy"
+
+
+def _check_output_dir(args):
+    out = args.output_dir
+    if out and os.path.isdir(out) and os.listdir(out) and not args.resume:
+        raise ValueError(
+            f"`--output-dir` {out!r} already holds a run. Pass --resume to continue it, or choose "
+            "an empty folder: nothing in it is overwritten."
+        )
+    if args.resume and not (os.path.isdir(out) and os.path.exists(os.path.join(out, ARGS))):
+        raise ValueError(f"`--resume`: {out!r} holds no run to continue (no {ARGS}).")
+
+
+def build_callbacks(args, model, recipe):
+    from keras_lrn import callbacks as kcb
+
+    cbs, stateful = [], []
+    gates = getattr(model, "gate_layers", None)
+    if gates:
+        cbs.append(kcb.DiscardedLayerCounter())
+    if recipe.lr_policy == "epsilon_adaptive":
+        preset = (recipe.extra or {}).get("lr_preset", "cifar")
+        setter = kcb.AdaptiveLRSetter(preset=preset)
+        cbs.append(setter)
+        stateful.append(setter)
+    elif recipe.lr_policy == "piecewise":
+        cbs.append(keras.callbacks.LearningRateScheduler(piecewise(recipe.schedule)))
+    warmup = (recipe.extra or {}).get("epsilon_warmup")
+    if gates and warmup:
+        eps_sched = kcb.EpsilonScheduler(warmup)
+        cbs.insert(0, eps_sched)
+        stateful.append(eps_sched)
+    if args.output_dir:
+        out = args.output_dir
+        history = os.path.join(out, HISTORY)
+        monitor = accuracy_key(model, "val_")
+        ckpt = AtomicModelCheckpoint(os.path.join(out, BEST), monitor=monitor, mode="max",
+                                     save_best_only=True)
+        stateful.append(ckpt)
+        backup = kcb.BackupAndRestore(os.path.join(out, BACKUP), stateful_callbacks=stateful,
+                                      delete_checkpoint=False)
+        cbs = [backup, HistoryTrimmer(history)] + cbs + [
+            ckpt,
+            keras.callbacks.CSVLogger(history, append=True),
+        ]
+        if tensorflow_available():  # Keras's TensorBoard callback writes through tf.summary
+            cbs.append(keras.callbacks.TensorBoard(os.path.join(out, "tensorboard"),
+                                                   write_graph=False, profile_batch=0))
+    return cbs
+
+
+def _logs_lr(cbs):
+    class LogLR(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+    return [LogLR()] + cbs
+
+
+def make_datasets(args, recipe, model, train, val, test):
+    normalizer = kdata.Normalizer(recipe.normalize).fit(train[0])
+    targets = output_names(model)
+    common = dict(normalizer=normalizer, seed=args.seed, targets=targets, pipeline=args.pipeline)
+    train_ds = kdata.make_dataset(*train, batch_size=recipe.batch_size, training=True,
+                                  augment=recipe.augment, post_augment=recipe.post_augment,
+                                  **common)
+    eval_kw = dict(batch_size=recipe.batch_size, training=False, augment="none",
+                   post_augment="none", **common)
+    val_ds = kdata.make_dataset(*val, **eval_kw) if val is not None else None
+    test_ds = kdata.make_dataset(*test, **eval_kw)
+    return normalizer, train_ds, val_ds, test_ds
+
+
+def _param_counts(model):
+    from keras_lrn.export import inference_network
+    from keras_lrn.testing import count_params
+
+    net = inference_network(model)
+    return count_params(net.trainable_weights), count_params(net.non_trainable_weights)
+
+
+def train(args, recipe, entry, model_kwargs):
+    """Train `entry` with `recipe`; returns a dict of results with a `summary` line."""
+    _check_output_dir(args)
+    configure_backend(args)
+    info, train_data, val_data, test_data = load_data(args, recipe)
+    kwargs = dict(model_kwargs)
+    if entry.family != "imagenet_only":
+        kwargs.setdefault("classes", info.num_classes)
+        kwargs.setdefault("input_shape", info.image_shape)
+    try:
+        model = entry.build(**kwargs)
+    except TypeError as e:
+        raise ValueError(f"Bad model arguments for {entry.name!r}: {e}") from e
+    apply_weight_decay(model, recipe.weight_decay, recipe.weight_decay_exclude)
+    compile_model(model, recipe, args.jit_compile)
+    normalizer, train_ds, val_ds, test_ds = make_datasets(args, recipe, model, train_data,
+                                                          val_data, test_data)
+    out = args.output_dir
+    if out:
+        os.makedirs(out, exist_ok=True)
+        if not args.resume:
+            write_json(os.path.join(out, ARGS), {
+                "model": entry.name, "model_kwargs": model_kwargs, "recipe": recipe.to_dict(),
+                "args": vars(args), "backend": keras.backend.backend(),
+                "keras": keras.__version__, "started": now(),
+            })
+            normalizer.save(os.path.join(out, NORMALIZER))
+    validation = val_ds if val_ds is not None else test_ds
+    cbs = _logs_lr(build_callbacks(args, model, recipe))
+    verbose = args.verbose if args.verbose is not None else ("auto" if not args.smoke else 2)
+    steps = args.steps_per_epoch or (2 if args.smoke else None)
+    model.fit(train_ds, epochs=recipe.epochs, validation_data=validation, callbacks=cbs,
+              steps_per_epoch=steps, verbose=verbose)
+    results = model.evaluate(test_ds, return_dict=True, verbose=0)
+    test_acc = float(results[accuracy_key(model)])
+    trainable, non_trainable = _param_counts(model)
+    summary = (f"{entry.name} on {recipe.dataset} [{keras.backend.backend()}]: test accuracy "
+               f"{test_acc:.4f} | trainable params {trainable:,} | non-trainable {non_trainable:,}")
+    payload = {"model": entry.name, "test_accuracy": test_acc, "test": results,
+               "trainable_params": trainable, "non_trainable_params": non_trainable,
+               "epochs": recipe.epochs, "finished": now(), "summary": summary}
+    if out:
+        save_model(model, os.path.join(out, FINAL))
+        write_json(os.path.join(out, RESULTS), payload)
+    if args.export:
+        export(model, args.export, format="saved_model")
+        payload["export"] = args.export
+    payload["model_object"] = model
+    return payload
+
+
+def evaluate_path(args, recipe, entry, model_kwargs):
+    """`--evaluate PATH`: top-1 of a saved model on the test set."""
+    path = args.evaluate
+    configure_backend(args)
+    if str(path).endswith((".t7", ".pth", ".pt")):
+        from keras_lrn import models
+
+        loader = getattr(models, "load_reference_checkpoint", None)
+        if loader is None:
+            raise ValueError(f"Reading reference checkpoints ({path!r}) is not available yet.")
+        model = loader(path)
+    else:
+        model = load_model(path)
+    info, _, _, test = load_data(args, recipe)
+    norm_path = os.path.join(os.path.dirname(os.path.abspath(path)), NORMALIZER)
+    if os.path.exists(norm_path):
+        normalizer = kdata.Normalizer.load(norm_path)
+    else:
+        train, _ = kdata.load(recipe.dataset, data_dir=args.data_dir, source=args.data_source) \
+            if not (args.smoke or args.data_source == "synthetic") else (test, None)
+        normalizer = kdata.Normalizer(recipe.normalize).fit(train[0])
+    expected = tuple(model.input_shape[1:])
+    if tuple(test[0].shape[1:]) != expected and None not in expected:
+        raise ValueError(f"The model at {path!r} takes images of shape {expected}, but "
+                         f"{recipe.dataset} images are {test[0].shape[1:]}.")
+    compile_model(model, recipe, args.jit_compile)
+    ds = kdata.make_dataset(*test, batch_size=recipe.batch_size, training=False, augment="none",
+                            normalizer=normalizer, targets=output_names(model),
+                            pipeline=args.pipeline)
+    results = model.evaluate(ds, return_dict=True, verbose=0)
+    acc = float(results[accuracy_key(model)])
+    trainable, _ = _param_counts(model)
+    summary = (f"{os.path.basename(path)} on {recipe.dataset} test ({len(test[0])} images) "
+               f"[{keras.backend.backend()}]: top-1 accuracy {acc:.4f} | trainable params {trainable:,}")
+    if args.export:
+        export(model, args.export, format="saved_model")
+    return {"test_accuracy": acc, "test": results, "summary": summary, "model_object": model}
