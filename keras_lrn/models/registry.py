@@ -20,7 +20,8 @@ import dataclasses
 import difflib
 import fnmatch
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from keras_lrn.recipes import Recipe
 

@@ -18,7 +18,7 @@ from keras_lrn.export import atomic_path, export, load_model, save_model
 from keras_lrn.training.cli import now, write_json
 from keras_lrn.training.schedules import piecewise
 from keras_lrn.training.weight_decay import apply_weight_decay
-from keras_lrn.utils import tensorflow_available
+from keras_lrn.utils import module_available, tensorflow_available
 
 HISTORY = "history.csv"
 BEST = "best.keras"
@@ -48,6 +48,42 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
     def set_state(self, state):
         if state.get("best") is not None:
             self.best = state["best"]
+
+
+class _Phase(keras.callbacks.Callback):
+    """Runs one phase of `inner`: its restore at train begin ("begin"), or its
+    epoch/batch/train-end work ("end"). Placing the two halves first and last in
+    the callback list makes a backup restore before anything else starts, and save
+    only after every other callback has finished the epoch (history row, best
+    model): a kill at any moment then loses nothing that resuming cannot redo."""
+
+    def __init__(self, inner, phase):
+        super().__init__()
+        self.inner, self.phase = inner, phase
+
+    def set_model(self, model):
+        super().set_model(model)
+        self.inner.set_model(model)
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.inner.set_params(params)
+
+    def on_train_begin(self, logs=None):
+        if self.phase == "begin":
+            self.inner.on_train_begin(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.phase == "end":
+            self.inner.on_epoch_end(epoch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.phase == "end":
+            self.inner.on_train_batch_end(batch, logs)
+
+    def on_train_end(self, logs=None):
+        if self.phase == "end":
+            self.inner.on_train_end(logs)
 
 
 class HistoryTrimmer(keras.callbacks.Callback):
@@ -181,13 +217,14 @@ def build_callbacks(args, model, recipe):
         stateful.append(ckpt)
         backup = kcb.BackupAndRestore(os.path.join(out, BACKUP), stateful_callbacks=stateful,
                                       delete_checkpoint=False)
-        cbs = [backup, HistoryTrimmer(history)] + cbs + [
+        cbs = [_Phase(backup, "begin"), HistoryTrimmer(history)] + cbs + [
             ckpt,
             keras.callbacks.CSVLogger(history, append=True),
         ]
-        if tensorflow_available():  # Keras's TensorBoard callback writes through tf.summary
+        if tensorflow_available() and module_available("tensorboard"):  # writes via tf.summary
             cbs.append(keras.callbacks.TensorBoard(os.path.join(out, "tensorboard"),
                                                    write_graph=False, profile_batch=0))
+        cbs.append(_Phase(backup, "end"))
     return cbs
 
 
@@ -200,13 +237,25 @@ def _logs_lr(cbs):
     return [LogLR()] + cbs
 
 
-def make_datasets(args, recipe, model, train, val, test):
+def restored_epoch(output_dir):
+    """The epoch a `--resume` continues from (0 when there is no backup yet)."""
+    import json
+
+    path = os.path.join(output_dir, BACKUP, "training_metadata.json")
+    try:
+        with open(path) as f:
+            return int(json.load(f)["epoch"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def make_datasets(args, recipe, model, train, val, test, initial_epoch=0):
     normalizer = kdata.Normalizer(recipe.normalize).fit(train[0])
     targets = output_names(model)
     common = dict(normalizer=normalizer, seed=args.seed, targets=targets, pipeline=args.pipeline)
     train_ds = kdata.make_dataset(*train, batch_size=recipe.batch_size, training=True,
                                   augment=recipe.augment, post_augment=recipe.post_augment,
-                                  **common)
+                                  initial_epoch=initial_epoch, **common)
     eval_kw = dict(batch_size=recipe.batch_size, training=False, augment="none",
                    post_augment="none", **common)
     val_ds = kdata.make_dataset(*val, **eval_kw) if val is not None else None
@@ -237,8 +286,9 @@ def train(args, recipe, entry, model_kwargs):
         raise ValueError(f"Bad model arguments for {entry.name!r}: {e}") from e
     apply_weight_decay(model, recipe.weight_decay, recipe.weight_decay_exclude)
     compile_model(model, recipe, args.jit_compile)
+    initial_epoch = restored_epoch(args.output_dir) if args.resume else 0
     normalizer, train_ds, val_ds, test_ds = make_datasets(args, recipe, model, train_data,
-                                                          val_data, test_data)
+                                                          val_data, test_data, initial_epoch)
     out = args.output_dir
     if out:
         os.makedirs(out, exist_ok=True)
@@ -250,11 +300,14 @@ def train(args, recipe, entry, model_kwargs):
             })
             normalizer.save(os.path.join(out, NORMALIZER))
     validation = val_ds if val_ds is not None else test_ds
-    cbs = _logs_lr(build_callbacks(args, model, recipe))
+    cbs = [kdata.EpochSync(train_ds)] + _logs_lr(build_callbacks(args, model, recipe))
     verbose = args.verbose if args.verbose is not None else ("auto" if not args.smoke else 2)
     steps = args.steps_per_epoch or (2 if args.smoke else None)
+    # shuffle=False: the pipeline shuffles itself, from (seed, epoch), so that a resumed
+    # run sees the same batches in the same order (Keras's own batch-order shuffle of a
+    # PyDataset draws from Python's global RNG, which no backup restores).
     model.fit(train_ds, epochs=recipe.epochs, validation_data=validation, callbacks=cbs,
-              steps_per_epoch=steps, verbose=verbose)
+              steps_per_epoch=steps, verbose=verbose, shuffle=False)
     results = model.evaluate(test_ds, return_dict=True, verbose=0)
     test_acc = float(results[accuracy_key(model)])
     trainable, non_trainable = _param_counts(model)

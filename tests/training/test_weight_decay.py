@@ -7,7 +7,7 @@ from keras_lrn.training import apply_weight_decay, decayed_variables
 
 
 def _total(model):
-    return float(sum(keras.ops.convert_to_numpy(l) for l in model.losses))
+    return float(sum(keras.ops.convert_to_numpy(t) for t in model.losses))
 
 
 def test_penalty_is_half_wd_sum_squares_with_exemptions():
