@@ -3,3 +3,10 @@
 from keras_lrn.layers.shortcut import ZeroPadShortcut
 
 __all__ = ["ZeroPadShortcut"]
+from keras_lrn.layers.epsilon_gate import EpsilonGate  # noqa: E402
+
+__all__ += ["EpsilonGate"]
+from keras_lrn.layers.fast_conv import FastDepthwiseConv2D, GroupedPointwiseConv2D  # noqa: E402
+from keras_lrn.layers.reuse import ChannelShuffle, LRUBlock  # noqa: E402
+
+__all__ += ["ChannelShuffle", "FastDepthwiseConv2D", "GroupedPointwiseConv2D", "LRUBlock"]

@@ -17,3 +17,27 @@ __all__ = [
     "list_models",
     "register_model",
 ]
+from keras_lrn.models.compress import CompressionReport, compress  # noqa: E402
+from keras_lrn.models.epsilon_resnet import (  # noqa: E402
+    CompressedEpsilonResNet,
+    EpsilonResNet,
+    EpsilonResNetImageNet,
+)
+
+__all__ += [
+    "CompressedEpsilonResNet",
+    "CompressionReport",
+    "EpsilonResNet",
+    "EpsilonResNetImageNet",
+    "compress",
+]
+from keras_lrn.models.checkpoints import (  # noqa: E402
+    load_reference_checkpoint,
+    read_torch_checkpoint,
+)
+from keras_lrn.models.lrunet import LruNet  # noqa: E402
+from keras_lrn.models.mobilenet import MobileNet, MobileNetV2  # noqa: E402
+from keras_lrn.models.shufflenet import ShuffleNet, ShuffleNetV2  # noqa: E402
+
+__all__ += ["LruNet", "MobileNet", "MobileNetV2", "ShuffleNet", "ShuffleNetV2",
+            "load_reference_checkpoint", "read_torch_checkpoint"]

@@ -1,3 +1,9 @@
 """Imports every model family so that their registry entries exist."""
 
-from keras_lrn.models import resnet  # noqa: F401
+from keras_lrn.models import (  # noqa: F401,E401
+    epsilon_resnet,  # noqa: F401
+    lrunet,
+    mobilenet,
+    resnet,  # noqa: F401
+    shufflenet,
+)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
 
 import keras
 
@@ -25,6 +27,21 @@ def torch_linear_bias(fan_in):
     """PyTorch's default `nn.Linear` bias init for a layer with `fan_in` inputs."""
     bound = 1.0 / math.sqrt(fan_in)
     return keras.initializers.RandomUniform(-bound, bound)
+
+
+@contextlib.contextmanager
+def deep_graph(num_blocks):
+    """Raise Python's recursion limit while Keras walks a deep functional graph.
+
+    `Functional.__init__` maps the graph recursively, about one frame per
+    layer, so ResNet-500+ (3,000+ layers) exceed the default limit of 1000.
+    """
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, 12 * num_blocks + 2000))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
 
 
 def batch_norm(name, dtype=None, **kwargs):

@@ -41,6 +41,7 @@ class ModelEntry:
         non_trainable: exact non-trainable count (BN statistics), if known.
         macs: multiply-accumulates at batch 1 (conv + dense), if known.
         recipe: the training `Recipe`.
+        dataset_recipes: optional `{dataset: Recipe}` for other data sets.
         notes: differences from the reference, caveats.
         slow: True for configurations too big to build in the default tests.
     """
@@ -57,6 +58,16 @@ class ModelEntry:
     notes: str = ""
     slow: bool = False
     extra_params: dict | None = None
+    dataset_recipes: dict | None = None
+
+    def recipe_for(self, dataset):
+        """The recipe for training on `dataset`: a dataset-specific one if the
+        entry has it (e.g. epsilon-ResNet's SVHN schedule), else `recipe` on `dataset`."""
+        if self.dataset_recipes and dataset in self.dataset_recipes:
+            return self.dataset_recipes[dataset]
+        if self.recipe is None:
+            raise ValueError(f"Model {self.name!r} has no training recipe.")
+        return self.recipe.replace(dataset=dataset)
 
     @property
     def command(self) -> str:

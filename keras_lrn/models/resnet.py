@@ -106,8 +106,9 @@ class CifarResNet(base.FunctionalModel):
                 x = basic_block(x, filters, strides, f"stage{stage + 1}_block{block + 1}", dtype)
         outputs = base.apply_head(x, include_top=include_top, pooling=pooling, classes=classes,
                                   classifier_activation=classifier_activation, dtype=dtype)
-        super().__init__(inputs=inputs, outputs=outputs, name=name or f"resnet{depth}",
-                         dtype=dtype, **kwargs)
+        with base.deep_graph(3 * n):
+            super().__init__(inputs=inputs, outputs=outputs, name=name or f"resnet{depth}",
+                             dtype=dtype, **kwargs)
         self._store_config(depth=depth, include_top=include_top, weights=None,
                            input_tensor=None, input_shape=tuple(inputs.shape[1:]),
                            pooling=pooling, classes=classes,

@@ -34,6 +34,7 @@ def _bool(text):
 
 def build_parser(dataset="cifar10"):
     p = argparse.ArgumentParser(
+        allow_abbrev=False,  # unknown flags are model arguments: never guess a trainer flag
         prog=f"train/{dataset}.py",
         description=f"Train or evaluate a keras_lrn model on {dataset}. Unrecognised "
         "--flags are passed to the model builder (e.g. --depth 110 --epsilon 2.5).",
@@ -51,6 +52,9 @@ def build_parser(dataset="cifar10"):
                    help="variable paths exempt from weight decay (repeatable)")
     p.add_argument("--schedule", default=None,
                    help="'epoch:lr,...' (0-based epochs), 'constant', or 'epsilon_adaptive'")
+    p.add_argument("--epsilon-warmup", type=int, default=None, metavar="EPOCHS",
+                   help="epsilon-ResNet: train with epsilon = 0 for the first EPOCHS epochs "
+                   "(the reference's 2020 schedule used 150)")
     p.add_argument("--data-dir", default=None, help="local copy of the data set (see README)")
     p.add_argument("--data-source", default="auto",
                    choices=("auto", "local", "tfds", "keras", "synthetic"))
@@ -117,7 +121,7 @@ def _check_model_kwargs(entry, kwargs):
 
 
 def _check_args(args):
-    for name in ("epochs", "batch_size", "steps_per_epoch", "train_subset"):
+    for name in ("epochs", "batch_size", "steps_per_epoch", "train_subset", "epsilon_warmup"):
         v = getattr(args, name)
         if v is not None and v < 1:
             raise ValueError(f"`--{name.replace('_', '-')}` must be a positive integer. "
@@ -151,8 +155,8 @@ def resolve(argv=None, dataset="cifar10"):
     model_kwargs = _parse_model_kwargs(extra)
     entry = models.get_entry(args.model)
     _check_model_kwargs(entry, model_kwargs)
-    recipe = entry.recipe
-    changes = {"dataset": dataset}
+    recipe = entry.recipe_for(dataset)
+    changes = {}
     for flag in ("epochs", "batch_size", "momentum", "nesterov", "weight_decay", "val_split"):
         value = getattr(args, flag)
         if value is not None:
@@ -173,6 +177,16 @@ def resolve(argv=None, dataset="cifar10"):
     else:
         changes["lr"] = schedule[0][1]
     changes["schedule"] = schedule
+    extra = dict(recipe.extra or {})
+    if "epsilon" in extra and "epsilon" in inspect.signature(entry.builder).parameters:
+        model_kwargs.setdefault("epsilon", extra["epsilon"])
+    if args.epsilon_warmup is not None:
+        if "epsilon" not in inspect.signature(entry.builder).parameters:
+            raise ValueError(f"`--epsilon-warmup` applies to epsilon-ResNets; {entry.name!r} has "
+                             "no epsilon.")
+        eps = model_kwargs.get("epsilon", 2.5)
+        extra["epsilon_warmup"] = [(0, 0.0), (args.epsilon_warmup, float(eps))]
+    changes["extra"] = extra
     if args.smoke:
         changes.setdefault("epochs", 1)
         changes.setdefault("batch_size", 16)

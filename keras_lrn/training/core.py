@@ -189,52 +189,49 @@ def _check_output_dir(args):
         raise ValueError(f"`--resume`: {out!r} holds no run to continue (no {ARGS}).")
 
 
+class LogLearningRate(keras.callbacks.Callback):
+    """Writes the learning rate the epoch trained with into `logs["lr"]`."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
 def build_callbacks(args, model, recipe):
+    """The recipe's callbacks, in the order their `logs` depend on each other.
+
+    epsilon schedule -> side supervision -> discarded counter -> LR policy ->
+    best checkpoint -> CSV/TensorBoard; a backup restores first and saves last.
+    """
     from keras_lrn import callbacks as kcb
 
-    cbs, stateful = [], []
+    extra = recipe.extra or {}
     gates = getattr(model, "gate_layers", None)
+    cbs = [LogLearningRate()]
+    if gates and extra.get("epsilon_warmup"):
+        cbs.append(kcb.EpsilonScheduler(extra["epsilon_warmup"]))
+    if "side_logits" in (output_names(model) or ()):
+        cbs.append(kcb.SideSupervision())
     if gates:
         cbs.append(kcb.DiscardedLayerCounter())
     if recipe.lr_policy == "epsilon_adaptive":
-        preset = (recipe.extra or {}).get("lr_preset", "cifar")
-        setter = kcb.AdaptiveLRSetter(preset=preset)
-        cbs.append(setter)
-        stateful.append(setter)
+        cbs.append(kcb.AdaptiveLRSetter(preset=extra.get("lr_preset", "cifar")))
     elif recipe.lr_policy == "piecewise":
         cbs.append(keras.callbacks.LearningRateScheduler(piecewise(recipe.schedule)))
-    warmup = (recipe.extra or {}).get("epsilon_warmup")
-    if gates and warmup:
-        eps_sched = kcb.EpsilonScheduler(warmup)
-        cbs.insert(0, eps_sched)
-        stateful.append(eps_sched)
-    if args.output_dir:
-        out = args.output_dir
-        history = os.path.join(out, HISTORY)
-        monitor = accuracy_key(model, "val_")
-        ckpt = AtomicModelCheckpoint(os.path.join(out, BEST), monitor=monitor, mode="max",
-                                     save_best_only=True)
-        stateful.append(ckpt)
-        backup = kcb.BackupAndRestore(os.path.join(out, BACKUP), stateful_callbacks=stateful,
-                                      delete_checkpoint=False)
-        cbs = [_Phase(backup, "begin"), HistoryTrimmer(history)] + cbs + [
-            ckpt,
-            keras.callbacks.CSVLogger(history, append=True),
-        ]
-        if tensorflow_available() and module_available("tensorboard"):  # writes via tf.summary
-            cbs.append(keras.callbacks.TensorBoard(os.path.join(out, "tensorboard"),
-                                                   write_graph=False, profile_batch=0))
-        cbs.append(_Phase(backup, "end"))
-    return cbs
-
-
-def _logs_lr(cbs):
-    class LogLR(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if logs is not None:
-                logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-
-    return [LogLR()] + cbs
+    if not args.output_dir:
+        return cbs
+    out = args.output_dir
+    history = os.path.join(out, HISTORY)
+    ckpt = AtomicModelCheckpoint(os.path.join(out, BEST), monitor=accuracy_key(model, "val_"),
+                                 mode="max", save_best_only=True)
+    cbs += [ckpt, keras.callbacks.CSVLogger(history, append=True)]
+    if tensorflow_available() and module_available("tensorboard"):  # writes via tf.summary
+        cbs.append(keras.callbacks.TensorBoard(os.path.join(out, "tensorboard"),
+                                               write_graph=False, profile_batch=0))
+    stateful = [c for c in cbs if hasattr(c, "get_state")]
+    backup = kcb.BackupAndRestore(os.path.join(out, BACKUP), stateful_callbacks=stateful,
+                                  delete_checkpoint=False)
+    return [_Phase(backup, "begin"), HistoryTrimmer(history)] + cbs + [_Phase(backup, "end")]
 
 
 def restored_epoch(output_dir):
@@ -300,7 +297,7 @@ def train(args, recipe, entry, model_kwargs):
             })
             normalizer.save(os.path.join(out, NORMALIZER))
     validation = val_ds if val_ds is not None else test_ds
-    cbs = [kdata.EpochSync(train_ds)] + _logs_lr(build_callbacks(args, model, recipe))
+    cbs = [kdata.EpochSync(train_ds)] + build_callbacks(args, model, recipe)
     verbose = args.verbose if args.verbose is not None else ("auto" if not args.smoke else 2)
     steps = args.steps_per_epoch or (2 if args.smoke else None)
     # shuffle=False: the pipeline shuffles itself, from (seed, epoch), so that a resumed

@@ -1,0 +1,199 @@
+"""Layer reuse (Köpüklü et al., "Convolutional Neural Networks with Layer Reuse", ICASSP 2019).
+
+`LRUBlock` owns ONE depthwise (x2) 3x3 convolution and ONE 1x1 convolution
+with groups=8 and applies them `n_iter` times. Each iteration has its own
+BatchNorm pair (BN is not shared), a residual add and a ReLU, and the LRU
+channel shuffle runs between iterations (not after the last one).
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import ops
+
+from keras_lrn.layers.fast_conv import FastDepthwiseConv2D, GroupedPointwiseConv2D
+
+SHUFFLE_MODES = ("standard", "lru")
+
+
+def channel_shuffle(x, groups):
+    """ShuffleNet's channel shuffle (NHWC): (.., g, C/g) -> (.., C/g, g).
+
+    g=3 on channels 0..8 gives [0, 3, 6, 1, 4, 7, 2, 5, 8].
+    """
+    c = x.shape[-1]
+    lead = tuple(x.shape[1:-1])
+    y = ops.reshape(x, (-1,) + lead + (groups, c // groups))
+    perm = tuple(range(len(lead) + 1)) + (len(lead) + 2, len(lead) + 1)
+    y = ops.transpose(y, perm)
+    return ops.reshape(y, (-1,) + lead + (c,))
+
+
+def lru_channel_shuffle(x):
+    """The LRU shuffle: swap the halves, then a groups=2 transpose.
+
+    On channels 0..7 it gives [4, 0, 5, 1, 6, 2, 7, 3]: output 2i is input
+    C/2 + i and output 2i+1 is input i (ShuffleNet's g=2 would give
+    [0, 4, 1, 5, ...]).
+    """
+    c = x.shape[-1]
+    half = c // 2
+    y = ops.stack([x[..., half:], x[..., :half]], axis=-1)
+    lead = tuple(x.shape[1:-1])
+    return ops.reshape(y, (-1,) + lead + (c,))
+
+
+@keras.saving.register_keras_serializable(package="keras_lrn")
+class ChannelShuffle(keras.layers.Layer):
+    """Channel shuffle layer: `mode="standard"` (ShuffleNet, `groups`) or `"lru"`.
+
+    Args:
+        groups: int. Number of groups for the standard shuffle (the LRU shuffle
+            always uses 2). Defaults to 2.
+        mode: "standard" or "lru". Defaults to "standard".
+
+    Example:
+    ```python
+    ChannelShuffle(3)(x)          # ShuffleNet g=3
+    ChannelShuffle(mode="lru")(x)  # LruNet
+    ```
+    """
+
+    def __init__(self, groups=2, mode="standard", **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+            raise ValueError(f"`groups` must be a positive int. Received: groups={groups!r}")
+        if mode not in SHUFFLE_MODES:
+            raise ValueError(f"`mode` must be one of {SHUFFLE_MODES}. Received: mode={mode!r}")
+        self.groups = groups
+        self.mode = mode
+
+    def build(self, input_shape):
+        c = input_shape[-1]
+        div = 2 if self.mode == "lru" else self.groups
+        if c is None or c % div:
+            raise ValueError(f"The channels ({c}) must be a multiple of {div} for a "
+                             f"{self.mode!r} shuffle.")
+
+    def call(self, inputs):
+        if self.mode == "lru":
+            return lru_channel_shuffle(inputs)
+        return channel_shuffle(inputs, self.groups)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(groups=self.groups, mode=self.mode)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_lrn")
+class LRUBlock(keras.layers.Layer):
+    """The layer-reuse (LRU) block of LruNet.
+
+    One depthwise 3x3 conv (`depth_multiplier=expansion`, no bias) and one 1x1
+    conv with `groups` (expansion*planes -> planes, no bias) are reused
+    `n_iter` times. Iteration i computes
+
+        x = relu(pw_bn[i](pw(dw_bn[i](dw(x)))) + x)
+
+    and, unless it is the last, the LRU channel shuffle. The conv weights are
+    created once (`block.dw.kernel` is (3, 3, planes, expansion) and
+    `block.pw.kernel` is (1, 1, expansion*planes/groups, planes)); there are
+    `n_iter` BN pairs (`block.dw_bns[i]`, `block.pw_bns[i]`, PyTorch
+    defaults: momentum 0.1 = Keras 0.9, epsilon 1e-5).
+
+    The input must have `planes` channels. Initialisation is the reference's
+    `kaiming_normal_(mode="fan_out")` (untruncated normal, gain sqrt(2), torch
+    fan_out = out_channels * k * k).
+
+    Args:
+        planes: int. Channels in and out.
+        n_iter: int. How many times the convs are reused (LruNet-N). Defaults to 1.
+        expansion: int. Depth multiplier of the depthwise conv. Defaults to 2.
+        groups: int. Groups of the 1x1 conv. Defaults to 8.
+        depthwise_formulation, pointwise_formulation: forwarded to
+            `FastDepthwiseConv2D` / `GroupedPointwiseConv2D` ("auto": per backend).
+
+    Example:
+    ```python
+    block = LRUBlock(64, n_iter=14)
+    y = block(keras.ops.ones((2, 16, 16, 64)))   # (2, 16, 16, 64); 2,176 conv weights
+    ```
+
+    Reference:
+    - Köpüklü et al., "Convolutional Neural Networks with Layer Reuse", ICASSP 2019.
+    """
+
+    def __init__(self, planes, n_iter=1, expansion=2, groups=8, depthwise_formulation="auto",
+                 pointwise_formulation="auto", **kwargs):
+        super().__init__(**kwargs)
+        for value, arg in ((planes, "planes"), (n_iter, "n_iter"), (expansion, "expansion"),
+                           (groups, "groups")):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{arg}` must be a positive int. Received: {arg}={value!r}")
+        if (planes * expansion) % groups or planes % groups:
+            raise ValueError("`planes` and `planes * expansion` must be multiples of `groups`. "
+                             f"Received: planes={planes}, expansion={expansion}, groups={groups}")
+        if n_iter > 1 and planes % 2:
+            raise ValueError(f"The LRU shuffle needs an even `planes`. Received: planes={planes}")
+        self.planes = planes
+        self.n_iter = n_iter
+        self.expansion = expansion
+        self.groups = groups
+        self.depthwise_formulation = depthwise_formulation
+        self.pointwise_formulation = pointwise_formulation
+        wide = planes * expansion
+        self.dw = FastDepthwiseConv2D(
+            3, padding=1, depth_multiplier=expansion, use_bias=False,
+            kernel_initializer=keras.initializers.RandomNormal(
+                stddev=math.sqrt(2.0 / (wide * 9))),
+            formulation=depthwise_formulation, dtype=self.dtype_policy, name="dw")
+        self.pw = GroupedPointwiseConv2D(
+            planes, groups=groups, use_bias=False,
+            kernel_initializer=keras.initializers.RandomNormal(stddev=math.sqrt(2.0 / planes)),
+            formulation=pointwise_formulation, dtype=self.dtype_policy, name="pw")
+        self.dw_bns = [keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5,
+                                                       dtype=self.dtype_policy,
+                                                       name=f"dw_bn_{i}")
+                       for i in range(n_iter)]
+        self.pw_bns = [keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5,
+                                                       dtype=self.dtype_policy,
+                                                       name=f"pw_bn_{i}")
+                       for i in range(n_iter)]
+
+    def build(self, input_shape):
+        if input_shape[-1] != self.planes:
+            raise ValueError(f"LRUBlock(planes={self.planes}) needs {self.planes} input "
+                             f"channels. Received: input_shape={input_shape}")
+        wide_shape = tuple(input_shape[:-1]) + (self.planes * self.expansion,)
+        self.dw.build(input_shape)
+        self.pw.build(wide_shape)
+        for bn in self.dw_bns:
+            bn.build(wide_shape)
+        for bn in self.pw_bns:
+            bn.build(input_shape)
+
+    def call(self, inputs, training=None):
+        x = inputs
+        for i in range(self.n_iter):
+            out = self.dw_bns[i](self.dw(x), training=training)
+            out = self.pw_bns[i](self.pw(out), training=training)
+            x = ops.relu(out + x)
+            if i < self.n_iter - 1:
+                x = lru_channel_shuffle(x)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(planes=self.planes, n_iter=self.n_iter, expansion=self.expansion,
+                      groups=self.groups, depthwise_formulation=self.depthwise_formulation,
+                      pointwise_formulation=self.pointwise_formulation)
+        return config

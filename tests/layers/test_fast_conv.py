@@ -1,0 +1,130 @@
+import keras
+import numpy as np
+import pytest
+
+from keras_lrn.layers import FastDepthwiseConv2D, GroupedPointwiseConv2D, fast_conv
+from keras_lrn.testing import assert_config_round_trip, run_model_test, to_numpy
+
+
+def np_depthwise(x, k, stride, pad):
+    """Independent numpy reference: NHWC x, (kh, kw, C, M) kernel, symmetric pad."""
+    x = np.pad(x, ((0, 0), pad[0], pad[1], (0, 0)))
+    kh, kw, c, m = k.shape
+    n, h, w, _ = x.shape
+    ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
+    out = np.zeros((n, ho, wo, c, m), np.float64)
+    for i in range(kh):
+        for j in range(kw):
+            tap = x[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
+            out += tap[..., None] * k[i, j]
+    return out.reshape(n, ho, wo, c * m)
+
+
+def np_grouped(x, k, groups):
+    cin_g, cout = k.shape[2], k.shape[3]
+    cout_g = cout // groups
+    outs = [x[..., g * cin_g:(g + 1) * cin_g] @ k[0, 0, :, g * cout_g:(g + 1) * cout_g]
+            for g in range(groups)]
+    return np.concatenate(outs, -1)
+
+
+@pytest.mark.parametrize("formulation", ["native", "shift", "auto"])
+@pytest.mark.parametrize("mult,stride,padding", [(1, 1, "same"), (2, 1, "same"), (1, 2, 1),
+                                                  (2, 2, 1), (1, 1, "valid"), (1, 2, "same")])
+def test_depthwise_matches_reference(formulation, mult, stride, padding):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 8, 8, 4)).astype("float32")
+    layer = FastDepthwiseConv2D(3, strides=stride, padding=padding, depth_multiplier=mult,
+                                formulation=formulation)
+    y = to_numpy(layer(x))
+    k = to_numpy(layer.kernel)
+    assert k.shape == (3, 3, 4, mult)
+    if padding == "same" and stride == 2:
+        pad = ((0, 1), (0, 1))  # Keras/TF 'same' on an even input
+    elif padding == "valid":
+        pad = ((0, 0), (0, 0))
+    else:
+        pad = ((1, 1), (1, 1))
+    np.testing.assert_allclose(y, np_depthwise(x, k, stride, pad), atol=1e-5)
+    # Same layout and outputs as keras.layers.DepthwiseConv2D.
+    if padding in ("same", "valid"):
+        ref = keras.layers.DepthwiseConv2D(3, strides=stride, padding=padding,
+                                           depth_multiplier=mult, use_bias=False)
+        ref.build(x.shape)
+        ref.kernel.assign(k)
+        np.testing.assert_allclose(y, to_numpy(ref(x)), atol=1e-5)
+
+
+@pytest.mark.parametrize("formulation", ["native", "einsum", "blockdiag", "auto"])
+@pytest.mark.parametrize("groups", [1, 3, 8])
+def test_grouped_pointwise_matches_reference(formulation, groups):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 4, 4, 24)).astype("float32")
+    layer = GroupedPointwiseConv2D(48, groups=groups, use_bias=True, bias_initializer="ones",
+                                   formulation=formulation)
+    y = to_numpy(layer(x))
+    k = to_numpy(layer.kernel)
+    assert k.shape == (1, 1, 24 // groups, 48)
+    np.testing.assert_allclose(y, np_grouped(x, k, groups) + 1.0, atol=1e-5)
+
+
+def test_gradients_agree_across_formulations():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 6, 6, 16)).astype("float32")
+    results = {}
+    for dwf, pwf in (("native", "native"), ("shift", "einsum"), ("shift", "blockdiag")):
+        keras.utils.set_random_seed(0)
+        inp = keras.Input((6, 6, 16))
+        h = FastDepthwiseConv2D(3, depth_multiplier=2, formulation=dwf)(inp)
+        out = GroupedPointwiseConv2D(16, groups=8, formulation=pwf)(h)
+        model = keras.Model(inp, out)
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+        model.train_on_batch(x, np.zeros((2, 6, 6, 16), "float32"))
+        results[(dwf, pwf)] = [to_numpy(w) for w in model.weights]
+    base = results[("native", "native")]
+    for other in results.values():
+        for a, b in zip(base, other):
+            np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_auto_formulation_per_backend():
+    assert fast_conv.resolve_depthwise_formulation("auto", "jax") == "shift"
+    assert fast_conv.resolve_depthwise_formulation("auto", "tensorflow") == "native"
+    assert fast_conv.resolve_pointwise_formulation("auto", "jax") == "blockdiag"
+    assert fast_conv.resolve_depthwise_formulation("shift", "tensorflow") == "shift"
+
+
+def test_config_round_trip_and_saving():
+    dw = FastDepthwiseConv2D(3, strides=2, padding=1, depth_multiplier=2, use_bias=True,
+                             formulation="shift", name="dw")
+    pw = GroupedPointwiseConv2D(16, groups=4, formulation="einsum", name="pw")
+    assert_config_round_trip(dw)
+    assert_config_round_trip(pw)
+    inp = keras.Input((8, 8, 8))
+    model = keras.Model(inp, pw(dw(inp)))
+    assert model.output_shape == (None, 4, 4, 16)
+    x = np.random.default_rng(3).standard_normal((2, 8, 8, 8)).astype("float32")
+    run_model_test(model, x, atol=1e-5, check_class=False)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(kernel_size=0), dict(padding="full"), dict(padding=-1), dict(depth_multiplier=0),
+    dict(formulation="fft"), dict(strides=(1, 2, 3)),
+])
+def test_depthwise_bad_args(kwargs):
+    with pytest.raises(ValueError):
+        FastDepthwiseConv2D(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(filters=10, groups=3), dict(filters=0), dict(filters=8, groups=0),
+    dict(filters=8, formulation="conv"),
+])
+def test_pointwise_bad_args(kwargs):
+    with pytest.raises(ValueError):
+        GroupedPointwiseConv2D(**kwargs)
+
+
+def test_pointwise_input_not_divisible():
+    with pytest.raises(ValueError, match="multiple of `groups`"):
+        GroupedPointwiseConv2D(8, groups=4)(np.zeros((1, 2, 2, 6), "float32"))
