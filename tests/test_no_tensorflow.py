@@ -1,19 +1,29 @@
 """JAX training with TensorFlow absent (the GPU machine has JAX but no TensorFlow).
 
-Runs in CI's TF-free venv; elsewhere TensorFlow is blocked in a subprocess so the
-same check holds in any environment.
+Runs where TensorFlow is not installed (CI's TF-free venv). Elsewhere it is
+skipped unless KERAS_LRN_BLOCK_TF=1, which runs it with TensorFlow blocked in a
+subprocess, so the same check can be made in any environment.
 """
 
 import pathlib
 import subprocess
 import sys
 
+import os
+
 import keras
 import pytest
 
+from keras_lrn.utils import tensorflow_available
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX-only check")
+pytestmark = [
+    pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX-only check"),
+    pytest.mark.skipif(tensorflow_available() and os.environ.get("KERAS_LRN_BLOCK_TF") != "1",
+                       reason="TensorFlow is installed: run in a TF-free venv or set "
+                       "KERAS_LRN_BLOCK_TF=1"),
+]
 
 BLOCK = ("import sys\n"
          "for m in ('tensorflow', 'tensorflow_datasets'):\n"
