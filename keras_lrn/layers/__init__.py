@@ -10,3 +10,7 @@ from keras_lrn.layers.fast_conv import FastDepthwiseConv2D, GroupedPointwiseConv
 from keras_lrn.layers.reuse import ChannelShuffle, LRUBlock  # noqa: E402
 
 __all__ += ["ChannelShuffle", "FastDepthwiseConv2D", "GroupedPointwiseConv2D", "LRUBlock"]
+from keras_lrn.layers.shared_conv2d import OrthogonalRows, SharedConv2D  # noqa: E402
+from keras_lrn.layers.template_bank import TemplateBank  # noqa: E402
+
+__all__ += ["OrthogonalRows", "SharedConv2D", "TemplateBank"]

@@ -31,17 +31,35 @@ def channel_shuffle(x, groups):
     return ops.reshape(y, (-1,) + lead + (c,))
 
 
-def lru_channel_shuffle(x):
+# Fastest measured LRU-shuffle formulation per backend (LRU-block training
+# step, alternating A/B rounds in one process): a reverse + transpose is ~1.2x
+# faster than stacking two slices on TensorFlow (no XLA on CPU), while XLA
+# (JAX) fuses the stacked slices better. Both are the same exact permutation.
+_AUTO_LRU_SHUFFLE = {"tensorflow": "flip", "jax": "stack"}
+
+
+def lru_channel_shuffle(x, formulation="auto"):
     """The LRU shuffle: swap the halves, then a groups=2 transpose.
 
     On channels 0..7 it gives [4, 0, 5, 1, 6, 2, 7, 3]: output 2i is input
     C/2 + i and output 2i+1 is input i (ShuffleNet's g=2 would give
-    [0, 4, 1, 5, ...]).
+    [0, 4, 1, 5, ...]). `formulation` ("auto", "stack" or "flip") only picks
+    how the permutation is computed.
     """
+    if formulation == "auto":
+        formulation = _AUTO_LRU_SHUFFLE.get(keras.backend.backend(), "stack")
     c = x.shape[-1]
     half = c // 2
-    y = ops.stack([x[..., half:], x[..., :half]], axis=-1)
     lead = tuple(x.shape[1:-1])
+    if formulation == "flip":
+        # (.., 2, C/2) -> swap the halves -> (.., C/2, 2)
+        y = ops.reshape(x, (-1,) + lead + (2, half))
+        y = ops.swapaxes(ops.flip(y, axis=-2), -1, -2)
+    elif formulation == "stack":
+        y = ops.stack([x[..., half:], x[..., :half]], axis=-1)
+    else:
+        raise ValueError("`formulation` must be 'auto', 'stack' or 'flip'. Received: "
+                         f"formulation={formulation!r}")
     return ops.reshape(y, (-1,) + lead + (c,))
 
 

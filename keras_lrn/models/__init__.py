@@ -41,3 +41,6 @@ from keras_lrn.models.shufflenet import ShuffleNet, ShuffleNetV2  # noqa: E402
 
 __all__ += ["LruNet", "MobileNet", "MobileNetV2", "ShuffleNet", "ShuffleNetV2",
             "load_reference_checkpoint", "read_torch_checkpoint"]
+from keras_lrn.models.swrn import SWRN, WRN  # noqa: E402
+
+__all__ += ["SWRN", "WRN"]

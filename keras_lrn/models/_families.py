@@ -7,3 +7,4 @@ from keras_lrn.models import (  # noqa: F401,E401
     resnet,  # noqa: F401
     shufflenet,
 )
+from keras_lrn.models import swrn  # noqa: E402,F401

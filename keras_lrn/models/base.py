@@ -97,15 +97,15 @@ def check_head_args(include_top, pooling, classes, weights):
 
 
 def apply_head(x, *, include_top, pooling, classes, classifier_activation, name_prefix="",
-               dtype=None):
-    """Global pooling + dense classifier with PyTorch-default initialisation."""
+               dtype=None, kernel_initializer=None, bias_initializer=None):
+    """Global pooling + dense classifier (PyTorch-default initialisation unless given)."""
     if include_top:
         x = keras.layers.GlobalAveragePooling2D(name=f"{name_prefix}avg_pool", dtype=dtype)(x)
         fan_in = x.shape[-1]
         x = keras.layers.Dense(
             classes,
-            kernel_initializer=torch_linear_kernel(),
-            bias_initializer=torch_linear_bias(fan_in),
+            kernel_initializer=kernel_initializer or torch_linear_kernel(),
+            bias_initializer=bias_initializer or torch_linear_bias(fan_in),
             name=f"{name_prefix}predictions",
             dtype=dtype,
         )(x)

@@ -187,18 +187,10 @@ def _head(x, *, include_top, pooling, classes, classifier_activation, prefix, dt
     side = prefix == "side_"
     x = _bn_relu(x, f"{prefix}bn" if side else "head_bn", f"{prefix}relu" if side else "head_relu",
                  dtype)
-    if include_top:
-        x = keras.layers.GlobalAveragePooling2D(name=f"{prefix}avg_pool", dtype=dtype)(x)
-        x = keras.layers.Dense(classes, kernel_initializer=_dense_init(), bias_initializer="zeros",
-                               name=f"{prefix}predictions", dtype=dtype)(x)
-        if classifier_activation is not None:
-            x = keras.layers.Activation(classifier_activation, name=f"{prefix}activation",
-                                        dtype="float32")(x)
-    elif pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(name=f"{prefix}avg_pool", dtype=dtype)(x)
-    elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(name=f"{prefix}max_pool", dtype=dtype)(x)
-    return x
+    return base.apply_head(x, include_top=include_top, pooling=pooling, classes=classes,
+                           classifier_activation=classifier_activation, name_prefix=prefix,
+                           dtype=dtype, kernel_initializer=_dense_init(),
+                           bias_initializer="zeros")
 
 
 _deep_graph = base.deep_graph

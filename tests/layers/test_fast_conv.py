@@ -30,7 +30,8 @@ def np_grouped(x, k, groups):
 
 @pytest.mark.parametrize("formulation", ["native", "shift", "auto"])
 @pytest.mark.parametrize("mult,stride,padding", [(1, 1, "same"), (2, 1, "same"), (1, 2, 1),
-                                                  (2, 2, 1), (1, 1, "valid"), (1, 2, "same")])
+                                                  (2, 2, 1), (1, 1, "valid"), (1, 2, "same"),
+                                                  (3, 1, "same"), (3, 2, "valid")])
 def test_depthwise_matches_reference(formulation, mult, stride, padding):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 8, 8, 4)).astype("float32")
@@ -128,3 +129,15 @@ def test_pointwise_bad_args(kwargs):
 def test_pointwise_input_not_divisible():
     with pytest.raises(ValueError, match="multiple of `groups`"):
         GroupedPointwiseConv2D(8, groups=4)(np.zeros((1, 2, 2, 6), "float32"))
+
+
+def test_shift_depthwise_x2_matches_native_layer_at_lrunet_size():
+    """The repeat-then-shift depthwise (x2) equals keras.layers.DepthwiseConv2D (<= 1e-5)."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 16, 16, 64)).astype("float32")
+    layer = FastDepthwiseConv2D(3, padding="same", depth_multiplier=2, formulation="shift")
+    y = to_numpy(layer(x))
+    ref = keras.layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2, use_bias=False)
+    ref.build(x.shape)
+    ref.kernel.assign(to_numpy(layer.kernel))
+    assert np.max(np.abs(y - to_numpy(ref(x)))) <= 1e-5

@@ -17,9 +17,20 @@ def _channels(c):
     return np.arange(c, dtype="float32").reshape(1, 1, 1, c)
 
 
-def test_lru_shuffle_order():
-    out = to_numpy(lru_channel_shuffle(_channels(8))).ravel().tolist()
+@pytest.mark.parametrize("formulation", ["auto", "stack", "flip"])
+def test_lru_shuffle_order(formulation):
+    out = to_numpy(lru_channel_shuffle(_channels(8), formulation)).ravel().tolist()
     assert out == [4, 0, 5, 1, 6, 2, 7, 3]
+    # Every formulation is the same exact permutation on a full NHWC tensor.
+    x = np.random.default_rng(0).standard_normal((2, 3, 3, 16)).astype("float32")
+    perm = np.empty(16, int)
+    perm[0::2], perm[1::2] = np.arange(8, 16), np.arange(8)
+    np.testing.assert_array_equal(to_numpy(lru_channel_shuffle(x, formulation)), x[..., perm])
+
+
+def test_lru_shuffle_bad_formulation():
+    with pytest.raises(ValueError):
+        lru_channel_shuffle(_channels(8), "gather")
 
 
 def test_standard_shuffle_order():
