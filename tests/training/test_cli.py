@@ -85,6 +85,7 @@ def test_list_models(capsys):
     assert "resnet56" in capsys.readouterr().out.split()
 
 
-def test_backend_in_summary(tmp_path, capsys):
-    cli.main(SMOKE)
+def test_mixed_precision_smoke_and_backend_in_summary(capsys):
+    assert cli.main(SMOKE + ["--mixed-precision"]) == 0
     assert keras.backend.backend() in capsys.readouterr().out
+    assert keras.config.dtype_policy().name == "mixed_bfloat16"
