@@ -30,11 +30,10 @@ BLOCK = ("import sys\n"
          "    sys.modules[m] = None  # import raises ImportError, as if not installed\n")
 
 
-def _run(code, *args, timeout=600):
+def _run(code, *args, home, timeout=600):
     proc = subprocess.run([sys.executable, "-c", BLOCK + code, *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout,
-                          env={"KERAS_BACKEND": "jax", "PATH": "/usr/bin:/bin",
-                               "HOME": str(ROOT / ".pytest_home")})
+                          env={"KERAS_BACKEND": "jax", "PATH": "/usr/bin:/bin", "HOME": str(home)})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
 
@@ -58,7 +57,7 @@ np.testing.assert_allclose(again.predict(x[:4] / 255.0, verbose=0),
 assert sys.modules.get("tensorflow") is None
 print("OK")
 """
-    assert "OK" in _run(code)
+    assert "OK" in _run(code, home=tmp_path)
 
 
 def test_training_cli_smoke_without_tensorflow(tmp_path):
@@ -70,6 +69,6 @@ def test_training_cli_smoke_without_tensorflow(tmp_path):
             "    assert e.code == 0, e.code\n"
             "assert sys.modules.get('tensorflow') is None\n")
     out = _run(code, "--model", "resnet20", "--depth", "8", "--smoke",
-               "--output-dir", str(tmp_path / "run"))
+               "--output-dir", str(tmp_path / "run"), home=tmp_path)
     assert "test accuracy" in out
     assert (tmp_path / "run" / "final.keras").exists()

@@ -209,6 +209,15 @@ class LRUBlock(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return input_shape
 
+    def compute_macs(self, input_shape):
+        """Multiply-accumulates of one call (`keras_lrn.profile`): the shared depthwise
+        and pointwise kernels run `n_iter` times (stride 1, same spatial size)."""
+        _, h, w, _ = input_shape
+        kh, kw, _, _ = self.dw.kernel.shape
+        dw_out = h * w * int(self.dw.kernel.shape[2]) * int(self.dw.kernel.shape[3])
+        _, _, pw_in, pw_out = self.pw.kernel.shape
+        return self.n_iter * (dw_out * int(kh) * int(kw) + h * w * int(pw_out) * int(pw_in))
+
     def get_config(self):
         config = super().get_config()
         config.update(planes=self.planes, n_iter=self.n_iter, expansion=self.expansion,

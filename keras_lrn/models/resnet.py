@@ -132,6 +132,9 @@ def _resnet_params(n, classes=10):
     return total + 64 * classes + classes
 
 
+# MACs measured on the reference with FlopCounterMode (spec §2.4).
+_SPEC_MACS = {32: 68_862_592, 56: 125_485_696}
+
 for _depth in (20, 32, 44, 56, 110, 1202):
     _n = (_depth - 2) // 6
     register_model(
@@ -142,6 +145,7 @@ for _depth in (20, 32, 44, 56, 110, 1202):
         paper=PAPER,
         params=_resnet_params(_n),
         non_trainable=2 * (16 + 2 * _n * (16 + 32 + 64)),
+        macs=_SPEC_MACS.get(_depth),
         recipe=CIFAR_RESNET,
         slow=_depth >= 1202,
     )
