@@ -212,3 +212,24 @@ SWRN_CIFAR100 = SWRN_CIFAR10.replace(
 #: The Cutout(16) variants (`--cutout`).
 SWRN_CIFAR10_CUTOUT = SWRN_CIFAR10.replace(post_augment="cutout16")
 SWRN_CIFAR100_CUTOUT = SWRN_CIFAR100.replace(post_augment="cutout16")
+
+
+#: Net_RL2 shared-basis ResNets on CIFAR-10 (ssregibility/Net_RL2
+#: `train_cifar10.py`, spec §1.3): SGD momentum 0.9 (not Nesterov), batch 256,
+#: coupled weight decay 5e-4 on ALL variables (shared bases, BN, biases), LR 0.1
+#: x0.1 for epoch > 150 and > 225 (1-based), 300 epochs, crop + flip, ImageNet
+#: mean/std normalisation. The orthogonality weight lambdaR = 10 is the models'
+#: `lambda_r` argument (recorded in `extra`).
+NET_RL2_CIFAR10 = CIFAR_RESNET.replace(
+    extra={"lambda_r": 10.0},
+    source="ssregibility/Net_RL2 train_cifar10.py, README (commit 618e9df)",
+)
+#: CIFAR-100 (`train_cifar100.py`): the same, but CIFAR-100 mean/std and NO LR
+#: schedule (`adjust_learning_rate` is defined but never called): LR 0.1 constant.
+NET_RL2_CIFAR100 = NET_RL2_CIFAR10.replace(
+    dataset="cifar100",
+    schedule=((0, 0.1),),
+    normalize="channel",
+    extra={"lambda_r": 10.0, "mean": (0.507, 0.487, 0.441), "std": (0.267, 0.256, 0.276)},
+    source="ssregibility/Net_RL2 train_cifar100.py, README (commit 618e9df)",
+)

@@ -14,3 +14,11 @@ from keras_lrn.layers.shared_conv2d import OrthogonalRows, SharedConv2D  # noqa:
 from keras_lrn.layers.template_bank import TemplateBank  # noqa: E402
 
 __all__ += ["OrthogonalRows", "SharedConv2D", "TemplateBank"]
+from keras_lrn.layers.filter_basis import (  # noqa: E402
+    OrthogonalBasis,
+    basis_conv,
+    make_shared_bases,
+    shared_basis,
+)
+
+__all__ += ["OrthogonalBasis", "basis_conv", "make_shared_bases", "shared_basis"]

@@ -44,3 +44,6 @@ __all__ += ["LruNet", "MobileNet", "MobileNetV2", "ShuffleNet", "ShuffleNetV2",
 from keras_lrn.models.swrn import SWRN, WRN  # noqa: E402
 
 __all__ += ["SWRN", "WRN"]
+from keras_lrn.models.basis_resnet import BasisResNet  # noqa: E402
+
+__all__ += ["BasisResNet"]

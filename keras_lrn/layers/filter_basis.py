@@ -1,0 +1,193 @@
+"""Deeply shared filter bases (Net_RL2): the basis convolution and its pieces.
+
+A 3x3 convolution `C_in -> P` becomes
+
+    cat([unique_basis(x), shared_basis(x)])  ->  BN (no activation)  ->  1x1 coefficient conv
+
+* `unique_basis`: a per-layer 3x3 conv `C_in -> u`, no bias;
+* `shared_basis`: a 3x3 conv `C_in -> s`, no bias, stride 1, and the **same layer
+  instance** for every block of a stage (Keras tracks it once, `.keras` save/load
+  keeps it shared, its gradient is summed over the calls);
+* the unique part comes first in the concat;
+* the coefficient conv is a per-layer 1x1 conv `u + s -> P`, no bias.
+
+The block then applies its usual BN (and ReLU or the residual add). Variants:
+
+* ``"single"``: one shared basis per stage, used by conv1 and conv2 of every block;
+* ``"double"``: one shared basis per conv position (`_1` for conv1s, `_2` for conv2s),
+  drawn jointly orthogonal;
+* ``"shared_only"``: two bases as "double", no unique part;
+* ``"non_shared"``: unique bases only (no sharing).
+
+Everything here is plain Keras layers wired in the functional graph, so the
+sharing needs no custom serialisation.
+
+Reference:
+- Kang et al., "Learning Deeply Shared Filter Bases for Efficient ConvNets",
+  github.com/ssregibility/Net_RL2.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+VARIANTS = ("single", "double", "shared_only", "non_shared")
+
+
+def _check_rank(value, arg, allow_zero=True):
+    low = 0 if allow_zero else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        kind = "a non-negative" if allow_zero else "a positive"
+        raise ValueError(f"`{arg}` must be {kind} integer. Received: {arg}={value!r}")
+    return value
+
+
+@keras.saving.register_keras_serializable(package="keras_lrn")
+class OrthogonalBasis(keras.initializers.Initializer):
+    """Orthogonal filters on the `(out, in * kh * kw)` view of a conv kernel.
+
+    `torch.nn.init.orthogonal_` on a PyTorch `(out, in, kh, kw)` weight makes the
+    flattened filters orthonormal (when `out <= in*kh*kw`). This draws the same
+    `(out, in*kh*kw)` matrix and lays it out as a Keras `(kh, kw, in, out)`
+    kernel. With `parts > 1`, one `(parts*out, in*kh*kw)` matrix is drawn from
+    `seed` and this kernel takes rows `[part*out, (part+1)*out)`: Net_RL2's
+    Double bases `_1`/`_2` are the two halves of one orthogonal matrix, so they
+    are mutually orthogonal at init. All parts must use the same `seed`.
+
+    Args:
+        parts: int. Number of kernels drawn jointly. Defaults to 1.
+        part: int. Which part this kernel takes (0-based). Defaults to 0.
+        seed: int or None. Seed of the joint draw (required when `parts > 1`).
+        gain: float. Defaults to 1.0.
+
+    Example:
+    ```python
+    init = OrthogonalBasis(seed=1)
+    k = init((3, 3, 16, 8))      # rows of reshape(transpose(k, (3, 2, 0, 1)), (8, -1)) orthonormal
+    ```
+    """
+
+    def __init__(self, parts=1, part=0, seed=None, gain=1.0):
+        _check_rank(parts, "parts", allow_zero=False)
+        if isinstance(part, bool) or not isinstance(part, int) or not 0 <= part < parts:
+            raise ValueError(f"`part` must be in [0, parts={parts}). Received: part={part!r}")
+        if parts > 1 and seed is None:
+            raise ValueError("`seed` must be an int when `parts` > 1 (all parts share one draw).")
+        self.parts = parts
+        self.part = part
+        self.seed = None if seed is None else int(seed)
+        self.gain = float(gain)
+
+    def __call__(self, shape, dtype=None):
+        shape = tuple(int(d) for d in shape)
+        if len(shape) != 4:
+            raise ValueError(f"OrthogonalBasis initializes 4D conv kernels. Received: shape={shape}")
+        kh, kw, cin, cout = shape
+        matrix = keras.initializers.Orthogonal(gain=self.gain, seed=self.seed)(
+            (self.parts * cout, cin * kh * kw), dtype="float32")
+        rows = matrix[self.part * cout:(self.part + 1) * cout]  # (out, in*kh*kw), torch order
+        kernel = ops.transpose(ops.reshape(rows, (cout, cin, kh, kw)), (2, 3, 1, 0))
+        return ops.cast(kernel, dtype or "float32")
+
+    def get_config(self):
+        return {"parts": self.parts, "part": self.part, "seed": self.seed, "gain": self.gain}
+
+
+def shared_basis(rank, name, kernel_size=3, kernel_initializer=None, dtype=None):
+    """A shared basis: a bias-free, stride-1 `Conv2D(rank, kernel_size, padding="same")`.
+
+    Call the returned layer from every block that shares it.
+
+    Args:
+        rank: int. Number of basis filters (output channels).
+        name: str. Layer name.
+        kernel_size: int. Defaults to 3.
+        kernel_initializer: Defaults to `OrthogonalBasis()`.
+        dtype: dtype policy.
+    """
+    _check_rank(rank, "rank", allow_zero=False)
+    return keras.layers.Conv2D(
+        rank, kernel_size, strides=1, padding="same", use_bias=False,
+        kernel_initializer=kernel_initializer or OrthogonalBasis(), name=name, dtype=dtype)
+
+
+def make_shared_bases(variant, rank, name, seed=None, dtype=None):
+    """The shared bases of one stage for `variant`: `(basis_for_conv1, basis_for_conv2)`.
+
+    * "single": the same layer twice (`{name}`), orthogonal on its own;
+    * "double" / "shared_only": two layers `{name}_1`, `{name}_2`, the halves of
+      one orthogonal draw (`OrthogonalBasis(parts=2)`, same `seed`);
+    * "non_shared": `(None, None)`.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"`variant` must be one of {', '.join(map(repr, VARIANTS))}. "
+                         f"Received: variant={variant!r}")
+    if variant == "non_shared":
+        return None, None
+    if variant == "single":
+        layer = shared_basis(rank, name, kernel_initializer=OrthogonalBasis(seed=seed),
+                             dtype=dtype)
+        return layer, layer
+    if seed is None:
+        seed = int(np.random.randint(0, 2**31 - 1))
+    return tuple(
+        shared_basis(rank, f"{name}_{i + 1}", dtype=dtype,
+                     kernel_initializer=OrthogonalBasis(parts=2, part=i, seed=seed))
+        for i in range(2))
+
+
+def basis_conv(x, filters, name, shared=None, unique_rank=0, strides=1, dtype=None,
+               kernel_initializer=None, return_layers=False):
+    """The basis convolution: cat[unique(x), shared(x)] -> BN -> 1x1 coefficient conv.
+
+    Returns the coefficient conv's output (the caller applies the block's BN).
+
+    Args:
+        x: Keras tensor (NHWC).
+        filters: int. Output channels P of the replaced 3x3 conv.
+        name: str. Prefix of the per-layer names (`{name}_unique`, `_concat`,
+            `_basis_bn`, `_coeff`).
+        shared: a shared basis layer (see `shared_basis`) or None.
+        unique_rank: int. Filters of the per-layer unique basis (0: none).
+        strides: int. Stride of the unique basis; a shared basis is always
+            stride 1, so `strides > 1` needs `shared=None`. Defaults to 1.
+        dtype: dtype policy.
+        kernel_initializer: initializer of the unique and coefficient convs.
+            Defaults to PyTorch's `kaiming_normal_(fan_out)`.
+        return_layers: bool. Also return `{"unique", "basis_bn", "coeff"}` layers.
+    """
+    _check_rank(unique_rank, "unique_rank")
+    _check_rank(filters, "filters", allow_zero=False)
+    if shared is None and unique_rank == 0:
+        raise ValueError("A basis conv needs a shared basis or `unique_rank` > 0. "
+                         f"Received: shared=None, unique_rank={unique_rank}")
+    if shared is not None and strides != 1:
+        raise ValueError(f"A shared basis has stride 1. Received: strides={strides!r}")
+    init = kernel_initializer or keras.initializers.VarianceScaling(
+        2.0, mode="fan_out", distribution="untruncated_normal")
+    parts, unique = [], None
+    if unique_rank:
+        if strides == 1:
+            u_in, padding = x, "same"
+        else:
+            u_in = keras.layers.ZeroPadding2D(1, name=f"{name}_pad", dtype=dtype)(x)
+            padding = "valid"
+        unique = keras.layers.Conv2D(unique_rank, 3, strides=strides, padding=padding,
+                                     use_bias=False, kernel_initializer=init,
+                                     name=f"{name}_unique", dtype=dtype)
+        parts.append(unique(u_in))
+    if shared is not None:
+        parts.append(shared(x))
+    y = parts[0] if len(parts) == 1 else keras.layers.Concatenate(
+        axis=-1, name=f"{name}_concat", dtype=dtype)(parts)
+    bn = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_basis_bn",
+                                         dtype=dtype)  # PyTorch BN defaults
+    y = bn(y)
+    coeff = keras.layers.Conv2D(filters, 1, use_bias=False, kernel_initializer=init,
+                                name=f"{name}_coeff", dtype=dtype)
+    y = coeff(y)
+    if return_layers:
+        return y, {"unique": unique, "basis_bn": bn, "coeff": coeff}
+    return y
