@@ -22,5 +22,6 @@ def test_notebook_runs(path, monkeypatch):
     client.execute()
     text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
                      for o in c.get("outputs", []))
-    assert "Error" not in text.split("Traceback")[0] or "Traceback" not in text
-    assert os.environ.get("KERAS_BACKEND", "tensorflow") in text
+    # Each notebook states its backend first and ends by checking what it exported.
+    assert f"backend: {os.environ.get('KERAS_BACKEND', 'tensorflow')}" in text
+    assert "max |served - keras|" in text
