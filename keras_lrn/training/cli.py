@@ -14,7 +14,6 @@ import argparse
 import ast
 import inspect
 import json
-import os
 import sys
 import time
 
@@ -104,10 +103,6 @@ def _parse_model_kwargs(extra):
 
 def _check_model_kwargs(entry, kwargs):
     params = inspect.signature(entry.builder).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()) and not [
-        n for n in params if n not in ("self", "kwargs")
-    ]:
-        return
     allowed = sorted(n for n, p in params.items()
                      if n not in ("self", "kwargs", "input_tensor", "weights", "name", "dtype")
                      and p.kind is not inspect.Parameter.VAR_KEYWORD)
@@ -232,4 +227,4 @@ def now():
     return time.strftime("%Y-%m-%d %H:%M:%S")
 
 
-__all__ = ["build_parser", "main", "resolve", "write_json", "now", "os"]
+__all__ = ["build_parser", "main", "resolve", "write_json", "now"]

@@ -338,12 +338,17 @@ def evaluate_path(args, recipe, entry, model_kwargs):
         model = load_model(path)
     info, _, _, test = load_data(args, recipe)
     norm_path = os.path.join(os.path.dirname(os.path.abspath(path)), NORMALIZER)
-    if os.path.exists(norm_path):
+    if os.path.exists(norm_path):  # written next to the model by the training run
         normalizer = kdata.Normalizer.load(norm_path)
     else:
-        train, _ = kdata.load(recipe.dataset, data_dir=args.data_dir, source=args.data_source) \
-            if not (args.smoke or args.data_source == "synthetic") else (test, None)
-        normalizer = kdata.Normalizer(recipe.normalize).fit(train[0])
+        normalizer = kdata.Normalizer(recipe.normalize)
+        if not normalizer.fitted:  # statistics of the training set (per-pixel mean, channel)
+            if args.smoke or args.data_source == "synthetic":
+                train = test
+            else:
+                train, _ = kdata.load(recipe.dataset, data_dir=args.data_dir,
+                                      source=args.data_source)
+            normalizer.fit(train[0])
     expected = tuple(model.input_shape[1:])
     if tuple(test[0].shape[1:]) != expected and None not in expected:
         raise ValueError(f"The model at {path!r} takes images of shape {expected}, but "
