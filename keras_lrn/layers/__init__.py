@@ -22,3 +22,6 @@ from keras_lrn.layers.filter_basis import (  # noqa: E402
 )
 
 __all__ += ["OrthogonalBasis", "basis_conv", "make_shared_bases", "shared_basis"]
+from keras_lrn.layers.eca import ECA  # noqa: E402
+
+__all__ += ["ECA"]
