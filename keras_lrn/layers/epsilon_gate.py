@@ -36,11 +36,38 @@ def sparsity_gate(f, epsilon, scale=GATE_SCALE):
     `eps >= 0` one of the two ReLUs is 0 and rounding is monotonic; casting a
     float16/bfloat16 value to float32 is exact) without two float32 copies of F.
     """
+    return _gate_from_max(ops.cast(ops.max(ops.abs(f)), "float32"), epsilon, scale)
+
+
+def _gate_from_max(max_abs, epsilon, scale=GATE_SCALE):
+    """S from the float32 `max|F|` (a scalar, or one value per replica)."""
     eps = ops.cast(epsilon, "float32")
-    max_abs = ops.cast(ops.max(ops.abs(f)), "float32")
     s = ops.relu(max_abs - eps)
     gate = ops.relu(1.0 - scale * ops.relu(1.0 - scale * s))
     return ops.stop_gradient(gate)
+
+
+def _tf_cross_replica_max(x):
+    """TensorFlow only: the max of scalar `x` over the replicas of a `tf.distribute`
+    strategy (`x` unchanged outside one, or with a single replica). `ReduceOp`
+    has no MAX, so the replicas' values are all-gathered and reduced; the max is
+    exact, hence the same on every replica and the same as on one device."""
+    import tensorflow as tf
+
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return x
+    return tf.reduce_max(ctx.all_gather(tf.reshape(x, [1]), axis=0))
+
+
+def _data_parallel_size():
+    """JAX only: the number of batch shards of the `keras.distribution` in effect (1 if none)."""
+    dist = keras.distribution.distribution()
+    mesh = getattr(dist, "device_mesh", None)
+    name = getattr(dist, "batch_dim_name", None)
+    if mesh is None or name not in mesh.axis_names:
+        return 1
+    return int(mesh.shape[list(mesh.axis_names).index(name)])
 
 
 @keras.saving.register_keras_serializable(package="keras_lrn")
@@ -71,13 +98,26 @@ class EpsilonGate(keras.layers.Layer):
       `num_updates=global_step`, as the reference's `add_moving_summary`).
     * `num_updates`: how many training calls updated the EMA.
 
-    Under a distribution strategy each replica gates on its own sub-batch and
+    Data parallelism: with `sync_max=True` (the default) the max is taken
+    over the *global* batch, so `S`, the outputs and the discarded counts are
+    the same on one device or several. Under JAX's `keras.distribution`
+    (`DataParallel`) the jit-compiled max over the batch-sharded `F` is global
+    as it is; under a TensorFlow `tf.distribute` strategy the layer
+    all-gathers each replica's `max|F|` (a TensorFlow-only branch: Keras ops
+    have no cross-replica reduction). Outside a strategy, or with one replica,
+    the computation is the single-device one. With `sync_max=False` each
+    replica gates on its own sub-batch, as the reference's towers did; on JAX
+    the batch is then split into the distribution's batch shards. Either way
     the variables keep the first replica's values (the reference monitors
     tower 0 only).
 
     Args:
         epsilon: float. The threshold, `>= 0`. Defaults to 2.5.
         ema_decay: float. Decay of `discarded_ema`, in `[0, 1)`. Defaults to 0.95.
+        sync_max: bool. Under data parallelism, gate on the max over the global
+            batch (True) or over each replica's sub-batch (False, the
+            reference's per-tower behaviour). No effect on one device.
+            Defaults to True.
         **kwargs: `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Example:
@@ -92,15 +132,18 @@ class EpsilonGate(keras.layers.Layer):
       Residual Networks", CVPR 2018 (arXiv:1804.01661).
     """
 
-    def __init__(self, epsilon=2.5, ema_decay=0.95, **kwargs):
+    def __init__(self, epsilon=2.5, ema_decay=0.95, sync_max=True, **kwargs):
         super().__init__(**kwargs)
         epsilon = _check_epsilon(epsilon)
         if isinstance(ema_decay, bool) or not isinstance(ema_decay, (int, float)) or not (
             0.0 <= ema_decay < 1.0
         ):
             raise ValueError(f"`ema_decay` must be in [0, 1). Received: ema_decay={ema_decay!r}")
+        if not isinstance(sync_max, bool):
+            raise ValueError(f"`sync_max` must be a bool. Received: sync_max={sync_max!r}")
         self._initial_epsilon = epsilon
         self.ema_decay = float(ema_decay)
+        self.sync_max = sync_max
         self.supports_masking = True
 
     def build(self, input_shape):
@@ -117,7 +160,27 @@ class EpsilonGate(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
-        gate = sparsity_gate(inputs, self.epsilon)
+        backend = keras.backend.backend()
+        shards = _data_parallel_size() if backend == "jax" and not self.sync_max else 1
+        batch = inputs.shape[0]
+        if shards > 1 and batch is not None and batch % shards == 0:
+            # JAX, per replica: one gate per batch shard; the variables track shard 0.
+            split = ops.reshape(inputs, (shards, -1))
+            gates = _gate_from_max(ops.cast(ops.max(ops.abs(split), axis=1), "float32"),
+                                   self.epsilon)
+            gate = gates[0]
+            scale = ops.reshape(gates, (shards,) + (1,) * len(inputs.shape))
+            outputs = ops.reshape(
+                ops.reshape(inputs, (shards, batch // shards) + tuple(inputs.shape[1:]))
+                * ops.cast(scale, inputs.dtype),
+                ops.shape(inputs),
+            )
+        else:
+            max_abs = ops.cast(ops.max(ops.abs(inputs)), "float32")
+            if backend == "tensorflow" and self.sync_max:
+                max_abs = _tf_cross_replica_max(max_abs)
+            gate = _gate_from_max(max_abs, self.epsilon)
+            outputs = inputs * ops.cast(gate, inputs.dtype)
         if training:
             discarded = ops.cast(ops.equal(gate, 0.0), "float32")
             t = self.num_updates.value
@@ -125,7 +188,7 @@ class EpsilonGate(keras.layers.Layer):
             self.gate.assign(gate)
             self.discarded_ema.assign(decay * self.discarded_ema.value + (1.0 - decay) * discarded)
             self.num_updates.assign(t + 1.0)
-        return inputs * ops.cast(gate, inputs.dtype)
+        return outputs
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -171,5 +234,6 @@ class EpsilonGate(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(epsilon=self._initial_epsilon, ema_decay=self.ema_decay)
+        config.update(epsilon=self._initial_epsilon, ema_decay=self.ema_decay,
+                      sync_max=self.sync_max)
         return config

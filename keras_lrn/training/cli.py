@@ -6,6 +6,9 @@ Flags that are not the trainer's own (`--depth 110`, `--epsilon 2.5`,
 `--width-mult 0.5`) are passed to the model builder as keyword arguments; an
 argument the builder does not take is a `ValueError` listing the ones it does.
 Every hyper-parameter flag defaults to the registered model's `Recipe`.
+`--distribute data-parallel` (and `--coordinator/--num-processes/--process-id`
+for several hosts) trains on several devices with `--batch-size` as the global
+batch: see `keras_lrn.training.distribute`.
 """
 
 from __future__ import annotations
@@ -75,6 +78,15 @@ def build_parser(dataset="cifar10"):
     p.add_argument("--smoke", action="store_true",
                    help="a few steps on tiny synthetic data (checks the whole path)")
     p.add_argument("--verbose", type=int, default=None, choices=(0, 1, 2))
+    if dataset == "imagenet":
+        p.add_argument("--image-size", type=int, default=None, metavar="S",
+                       help="training crop size (default 224); validation resizes the shorter "
+                       "side to round(S*256/224) and centre-crops S")
+        p.add_argument("--workers", type=int, default=None,
+                       help="decoding workers of the numpy (Pillow) pipeline (default min(8, CPUs))")
+    from keras_lrn.training.distribute import add_arguments
+
+    add_arguments(p)  # --distribute, multi-host, --gate-max
     return p
 
 
@@ -147,6 +159,9 @@ def resolve(argv=None, dataset="cifar10"):
     if args.list_models:
         return args, {}, None, None
     _check_args(args)
+    from keras_lrn.training.distribute import check_args as check_distribute_args
+
+    check_distribute_args(args)
     model_kwargs = _parse_model_kwargs(extra)
     entry = models.get_entry(args.model)
     _check_model_kwargs(entry, model_kwargs)
@@ -188,6 +203,11 @@ def resolve(argv=None, dataset="cifar10"):
         changes["epochs"] = min(changes["epochs"], 2)
         changes["batch_size"] = min(changes["batch_size"], 32)
     recipe = recipe.replace(**changes)
+    if dataset == "imagenet":  # streamed from files: the ImageNet transform and statistics
+        from keras_lrn.training.imagenet import check_args, imagenet_recipe
+
+        recipe = imagenet_recipe(recipe)
+        check_args(args, recipe)
     if recipe.lr_policy not in SCHEDULE_POLICIES:
         raise ValueError(f"`lr_policy` must be one of {SCHEDULE_POLICIES}. "
                          f"Received: {recipe.lr_policy!r}")

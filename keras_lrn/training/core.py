@@ -15,6 +15,7 @@ import numpy as np
 
 from keras_lrn import data as kdata
 from keras_lrn.export import atomic_path, export, load_model, save_model
+from keras_lrn.training import imagenet
 from keras_lrn.training.cli import now, write_json
 from keras_lrn.training.schedules import piecewise
 from keras_lrn.training.weight_decay import apply_weight_decay
@@ -117,6 +118,8 @@ def configure_backend(args):
 
 def load_data(args, recipe):
     """(train, val, test) as (x, y) uint8/int64 numpy pairs; val may be None."""
+    if recipe.dataset == "imagenet":  # streamed from files: `ImageFiles`, val is the test set
+        return imagenet.load_data(args, recipe)
     info = kdata.get_info(recipe.dataset)
     if args.smoke or args.data_source == "synthetic":
         n_train = 8 * recipe.batch_size if args.smoke else 2048
@@ -157,9 +160,10 @@ def compile_model(model, recipe, jit_compile="auto"):
         weights = dict(recipe.loss_weights or {})
         loss_weights = {n: float(weights.get(n, 1.0 if n == main_output(model) else 0.1))
                         for n in names}
-        metrics = {n: ["accuracy"] for n in names}
+        metrics = {n: ["accuracy"] + imagenet.top5_metrics(model, recipe.dataset) for n in names}
     else:
-        loss, loss_weights, metrics = loss_fn, None, ["accuracy"]
+        loss, loss_weights = loss_fn, None
+        metrics = ["accuracy"] + imagenet.top5_metrics(model, recipe.dataset)
     optimizer = keras.optimizers.SGD(learning_rate=recipe.lr, momentum=recipe.momentum,
                                      nesterov=recipe.nesterov)
     jit = {"auto": "auto", "true": True, "false": False}[str(jit_compile).lower()]
@@ -247,6 +251,9 @@ def restored_epoch(output_dir):
 
 
 def make_datasets(args, recipe, model, train, val, test, initial_epoch=0):
+    if recipe.dataset == "imagenet":
+        return imagenet.make_datasets(args, recipe, output_names(model), train, val, test,
+                                      initial_epoch)
     normalizer = kdata.Normalizer(recipe.normalize).fit(train[0])
     targets = output_names(model)
     common = dict(normalizer=normalizer, seed=args.seed, targets=targets, pipeline=args.pipeline)
@@ -270,19 +277,26 @@ def _param_counts(model):
 
 def train(args, recipe, entry, model_kwargs):
     """Train `entry` with `recipe`; returns a dict of results with a `summary` line."""
+    from keras_lrn.training import distribute
+
+    args = distribute.for_this_process(args)  # multi-host: only process 0 writes files
     _check_output_dir(args)
+    plan = distribute.setup(args)  # before anything touches a device
+    plan.check_batch_size(recipe.batch_size)
     configure_backend(args)
     info, train_data, val_data, test_data = load_data(args, recipe)
     kwargs = dict(model_kwargs)
     if entry.family != "imagenet_only":
         kwargs.setdefault("classes", info.num_classes)
         kwargs.setdefault("input_shape", info.image_shape)
-    try:
-        model = entry.build(**kwargs)
-    except TypeError as e:
-        raise ValueError(f"Bad model arguments for {entry.name!r}: {e}") from e
-    apply_weight_decay(model, recipe.weight_decay, recipe.weight_decay_exclude)
-    compile_model(model, recipe, args.jit_compile)
+    with plan.scope():  # tf.distribute: variables and optimizer under the strategy
+        try:
+            model = entry.build(**kwargs)
+        except TypeError as e:
+            raise ValueError(f"Bad model arguments for {entry.name!r}: {e}") from e
+        plan.prepare_model(model)
+        apply_weight_decay(model, recipe.weight_decay, recipe.weight_decay_exclude)
+        compile_model(model, recipe, args.jit_compile)
     initial_epoch = restored_epoch(args.output_dir) if args.resume else 0
     normalizer, train_ds, val_ds, test_ds = make_datasets(args, recipe, model, train_data,
                                                           val_data, test_data, initial_epoch)
@@ -297,22 +311,32 @@ def train(args, recipe, entry, model_kwargs):
             })
             normalizer.save(os.path.join(out, NORMALIZER))
     validation = val_ds if val_ds is not None else test_ds
-    cbs = [kdata.EpochSync(train_ds)] + build_callbacks(args, model, recipe)
+    skip_log = imagenet.SkippedFilesLogger(train_ds, test_ds) if recipe.dataset == "imagenet" else None
+    cbs = [kdata.EpochSync(train_ds)] + [skip_log] * bool(skip_log) + build_callbacks(args, model,
+                                                                                       recipe)
     verbose = args.verbose if args.verbose is not None else ("auto" if not args.smoke else 2)
     steps = args.steps_per_epoch or (2 if args.smoke else None)
     # shuffle=False: the pipeline shuffles itself, from (seed, epoch), so that a resumed
     # run sees the same batches in the same order (Keras's own batch-order shuffle of a
     # PyDataset draws from Python's global RNG, which no backup restores).
-    model.fit(train_ds, epochs=recipe.epochs, validation_data=validation, callbacks=cbs,
-              steps_per_epoch=steps, verbose=verbose, shuffle=False)
-    results = model.evaluate(test_ds, return_dict=True, verbose=0)
+    batch = recipe.batch_size  # global; `plan.dataset` drops/cuts/slices batches as needed
+    val_size = _num_examples(val_data if val_ds is not None else test_data)
+    history = model.fit(
+        plan.dataset(train_ds, _num_examples(train_data), batch, training=True),
+        epochs=recipe.epochs, callbacks=cbs, steps_per_epoch=steps, verbose=verbose,
+        validation_data=plan.dataset(validation, val_size, batch, training=False), shuffle=False)
+    results = model.evaluate(plan.dataset(test_ds, _num_examples(test_data), batch,
+                                          training=False),
+                             return_dict=True, verbose=0)
     test_acc = float(results[accuracy_key(model)])
     trainable, non_trainable = _param_counts(model)
     summary = (f"{entry.name} on {recipe.dataset} [{keras.backend.backend()}]: test accuracy "
                f"{test_acc:.4f} | trainable params {trainable:,} | non-trainable {non_trainable:,}")
+    report = _final_report(args, model, history, results, skip_log)
+    summary += report.pop("text")
     payload = {"model": entry.name, "test_accuracy": test_acc, "test": results,
                "trainable_params": trainable, "non_trainable_params": non_trainable,
-               "epochs": recipe.epochs, "finished": now(), "summary": summary}
+               "epochs": recipe.epochs, "finished": now(), "summary": summary, **report}
     if out:
         save_model(model, os.path.join(out, FINAL))
         write_json(os.path.join(out, RESULTS), payload)
@@ -323,8 +347,29 @@ def train(args, recipe, entry, model_kwargs):
     return payload
 
 
+def _num_examples(data):
+    """Size of an `(x, y)` pair or of an `ImageFiles` split (ImageNet)."""
+    return len(data[0]) if isinstance(data, tuple) else len(data)
+
+
+def _final_report(args, model, history, results, skip_log):
+    """Top-5, the best epoch (the reference's best.py) and skipped files, for the summary."""
+    top1 = accuracy_key(model)
+    top5 = top1.replace("accuracy", imagenet.TOP5)
+    best = imagenet.best_epoch_report(args.output_dir, history, "val_" + top1, "val_" + top5)
+    text = f" | test top-5 {float(results[top5]):.4f}" if top5 in results else ""
+    report = {"best": best, "text": text + imagenet.describe_best(best)}
+    if skip_log is not None:
+        skipped = skip_log.skipped()
+        report.update(skipped_files=len(skipped), skipped_file_list=skipped[:1000])
+        report["text"] += f" | skipped files {len(skipped)}"
+    return report
+
+
 def evaluate_path(args, recipe, entry, model_kwargs):
     """`--evaluate PATH`: top-1 of a saved model on the test set."""
+    if recipe.dataset == "imagenet":
+        return imagenet.evaluate_path(args, recipe, entry, model_kwargs)
     path = args.evaluate
     configure_backend(args)
     if str(path).endswith((".t7", ".pth", ".pt")):
