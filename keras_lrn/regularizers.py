@@ -23,6 +23,9 @@ every training step. A group is `(shared, unique)`:
 
 The `double_separate` variant of the reference is two terms (the `_1` bases
 and the `_2` bases, each averaged over its groups) whose averages add up.
+`reference_terms(selection, stages)` builds the terms of the shared-only
+selections by the reference's names (`train_basis`, `train_basis_single`,
+`train_basis_double`, `train_basis_double_separate`).
 
 `BasisOrthogonality` is a pass-through layer that adds `lambda_r * penalty` to
 the model's losses (`add_loss`) when called with `training=True`, so
@@ -103,6 +106,48 @@ def orthogonality_penalty(terms):
         avg = total / float(count)
         penalty = avg if penalty is None else penalty + avg
     return ops.convert_to_tensor(0.0, "float32") if penalty is None else penalty
+
+
+#: The shared-only selections of the reference training scripts (no unique rows).
+REFERENCE_SELECTIONS = ("train_basis", "train_basis_single", "train_basis_double",
+                        "train_basis_double_separate")
+
+
+def reference_terms(selection, stages):
+    """The `terms` (see `orthogonality_penalty`) of a shared-only reference selection.
+
+    Args:
+        selection: str. The reference training function:
+
+            * ``"train_basis"`` (CIFAR-100 `train_cifar100.py`) and
+              ``"train_basis_single"`` (ILSVRC): one term; per stage one group
+              with the stage's basis, `sum_g ||W_g W_g^T - I||_F^2 / sum_g s_g^2`.
+              Grouped convs: each output filter is its `(in / groups) * kh * kw`
+              weights, as `weight.view(out, -1)` flattens them;
+            * ``"train_basis_double"`` (ILSVRC ResNet34 Double): one term; per
+              stage `[basis_1; basis_2]` stacked, so the cross terms count;
+            * ``"train_basis_double_separate"`` (ResNet50 Shared++, MobileNetV2
+              Shared++): two terms, the `_1` bases and the `_2` bases, each
+              averaged over its stages: `avg_1 + avg_2`.
+        stages: list, one entry per stage: the stage's basis layers or kernels,
+            `[basis]` (or a bare `basis`) for the single selections, `[basis_1,
+            basis_2]` for the double ones.
+
+    Returns:
+        A list of terms for `orthogonality_penalty` / `BasisOrthogonality.set_groups`.
+    """
+    if selection not in REFERENCE_SELECTIONS:
+        raise ValueError(f"`selection` must be one of {', '.join(map(repr, REFERENCE_SELECTIONS))}. "
+                         f"Received: selection={selection!r}")
+    stages = [list(s) if isinstance(s, (list, tuple)) else [s] for s in stages]
+    want = 2 if selection.startswith("train_basis_double") else 1
+    for s in stages:
+        if len(s) != want:
+            raise ValueError(f"`stages` entries must hold {want} basis/bases for selection="
+                             f"{selection!r}. Received: {len(s)}")
+    if selection == "train_basis_double_separate":
+        return [[([s[0]], []) for s in stages], [([s[1]], []) for s in stages]]
+    return [[(s, []) for s in stages]]
 
 
 class _LayerGroups:

@@ -47,7 +47,9 @@ def test_cli(capsys):
     assert "MACs 40,551,040" in capsys.readouterr().out
     assert main(["--model", "resnet21"]) == 2
     assert main(["--all", "--pattern", "resnet3*"]) == 0
-    assert "`resnet32` | 464,154 | 464,154 | 68,862,592 | 68,862,592" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| `resnet32` | resnet | 464,154 | 2,272 | 68,862,592 | params + MACs |" in out
+    assert "`resnet20`" not in out
 
 
 def test_not_functional():

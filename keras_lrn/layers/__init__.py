@@ -25,3 +25,15 @@ __all__ += ["OrthogonalBasis", "basis_conv", "make_shared_bases", "shared_basis"
 from keras_lrn.layers.eca import ECA  # noqa: E402
 
 __all__ += ["ECA"]
+from keras_lrn.layers.rla import (  # noqa: E402
+    RLAInitialState,
+    rla_concat,
+    rla_conv_out,
+    rla_join,
+    rla_pool,
+    rla_recurrent_conv,
+    rla_update,
+)
+
+__all__ += ["RLAInitialState", "rla_concat", "rla_conv_out", "rla_join", "rla_pool",
+            "rla_recurrent_conv", "rla_update"]

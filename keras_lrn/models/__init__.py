@@ -47,3 +47,29 @@ __all__ += ["SWRN", "WRN"]
 from keras_lrn.models.basis_resnet import BasisResNet  # noqa: E402
 
 __all__ += ["BasisResNet"]
+from keras_lrn.models.basis_densenet import BasisDenseNet  # noqa: E402
+from keras_lrn.models.basis_mobilenetv2 import BasisMobileNetV2  # noqa: E402
+
+__all__ += ["BasisDenseNet", "BasisMobileNetV2"]
+from keras_lrn.models.basis_resnet_large import (  # noqa: E402
+    BasisBasicResNet,
+    SharedBottleneckResNet,
+)
+from keras_lrn.models.basis_resnext import BasisResNeXt  # noqa: E402
+
+__all__ += ["BasisBasicResNet", "BasisResNeXt", "SharedBottleneckResNet"]
+from keras_lrn.models.imagenet_resnet import (  # noqa: E402
+    ImageNetResNet,
+    ResNet50,
+    ResNet101,
+    ResNet152,
+)
+from keras_lrn.models.rla import (  # noqa: E402
+    ImageNetMobileNetV2,
+    RLACifarResNet,
+    RLAMobileNetV2,
+    RLAResNet,
+)
+
+__all__ += ["ImageNetMobileNetV2", "ImageNetResNet", "RLACifarResNet", "RLAMobileNetV2",
+            "RLAResNet", "ResNet101", "ResNet152", "ResNet50"]
