@@ -4,18 +4,39 @@ Every write goes to a temporary sibling first and is moved into place only when
 it is complete; an existing file or folder is replaced only then, so a failed
 save or export leaves the previous artifact intact.
 
+Formats (`export(model, path, format=...)`):
+
+* `"saved_model"`: a TensorFlow SavedModel folder (`model.export`), from either
+  backend; needs TensorFlow installed, also under JAX (Keras converts JAX
+  functions with `jax2tf`). Reload it with `tf.saved_model.load(path).serve(x)`
+  (any backend) or `keras.layers.TFSMLayer(path)` (TensorFlow backend).
+* `"keras"`: a `.keras` file (`model.save`); needs nothing more, and a file saved
+  under one backend loads under the other.
+* `"onnx"`: an `.onnx` file through `tf2onnx` (`pip install 'keras_lrn[onnx]'`).
+  Under TensorFlow it converts the live model. Under JAX the model is saved to
+  a temporary `.keras` file and converted by a TensorFlow-backend subprocess
+  (needs TensorFlow installed too); where `jax2onnx` is installed, Keras's own
+  JAX route is used instead.
+
+Without `format` the path decides: `*.keras` -> `"keras"`, `*.onnx` ->
+`"onnx"`, anything else -> a SavedModel folder.
+
 Example:
 ```python
-keras_lrn.export.export(model, "exported/resnet56", format="saved_model")
-keras_lrn.export.export(model, "resnet56.keras", format="keras")
+keras_lrn.export.export(model, "exported/resnet56")            # SavedModel folder
+keras_lrn.export.export(model, "resnet56.keras")                # .keras file
+keras_lrn.export.export(model, "resnet56.onnx", format="onnx")  # tf2onnx
 ```
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import zipfile
 
@@ -26,7 +47,13 @@ FORMATS = ("saved_model", "keras", "onnx")
 
 @contextlib.contextmanager
 def atomic_path(path, is_dir=False):
-    """Yield a temporary path next to `path`; move it onto `path` only on success."""
+    """Yield a temporary path next to `path`; move it onto `path` only on success.
+
+    The temporary path lies in a hidden sibling folder (same file system, so the
+    final move is a rename). If the body raises, or writes nothing, `path` is left
+    as it was. Replacing an existing folder renames it aside first and restores it
+    if the new one cannot be moved in.
+    """
     path = os.path.abspath(os.fspath(path))
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
@@ -39,7 +66,11 @@ def atomic_path(path, is_dir=False):
         if is_dir and os.path.isdir(path):
             old = os.path.join(tmp_root, "previous")
             os.replace(path, old)  # both on the same file system
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.replace(old, path)
+                raise
         else:
             os.replace(tmp, path)
     finally:
@@ -63,7 +94,17 @@ def inference_network(model):
     return model
 
 
-def export(model, path, format="saved_model", verbose=False):
+def infer_format(path):
+    """The export format a path implies: `.keras`, `.onnx`, else a SavedModel folder."""
+    path = os.fspath(path)
+    if path.endswith(".keras"):
+        return "keras"
+    if path.endswith(".onnx"):
+        return "onnx"
+    return "saved_model"
+
+
+def export(model, path, format=None, verbose=False):
     """Export `model`'s inference network to `path`, atomically.
 
     Args:
@@ -72,35 +113,85 @@ def export(model, path, format="saved_model", verbose=False):
         path: str. Target file (`.keras`, `.onnx`) or folder (SavedModel).
         format: str. `"saved_model"` (TensorFlow SavedModel through
             `model.export`; needs TensorFlow installed, also under the JAX
-            backend), `"keras"` or `"onnx"` (needs the `onnx` extra). Defaults
-            to `"saved_model"`.
+            backend), `"keras"` or `"onnx"` (needs the `onnx` extra, and
+            TensorFlow). Defaults to `None`: inferred from `path`
+            (`infer_format`).
         verbose: bool. Passed to `model.export`.
 
     Returns:
         The path written.
+
+    Example:
+    ```python
+    keras_lrn.export.export(model, "exported/resnet56")
+    loaded = tf.saved_model.load("exported/resnet56")
+    logits = loaded.serve(images)
+    ```
     """
+    path = os.fspath(path)
+    if format is None:
+        format = infer_format(path)
     if format not in FORMATS:
         raise ValueError(f"`format` must be one of {', '.join(map(repr, FORMATS))}. "
                          f"Received: format={format!r}")
     net = inference_network(model)
-    path = os.fspath(path)
     if format == "keras":
         return save_model(net, path)
     if format == "saved_model":
-        try:
-            import tensorflow  # noqa: F401
-        except ImportError as e:
-            raise ImportError(
-                "Exporting a SavedModel needs TensorFlow installed (also under the JAX backend): "
-                "pip install 'keras_lrn[tensorflow]'. A '.keras' file needs nothing more: "
-                "use format='keras'."
-            ) from e
+        _require("tensorflow", "Exporting a SavedModel needs TensorFlow installed (also under "
+                 "the JAX backend): pip install 'keras_lrn[tensorflow]'. A '.keras' file needs "
+                 "nothing more: use format='keras'.")
         with atomic_path(path, is_dir=True) as tmp:
             net.export(tmp, format="tf_saved_model", verbose=verbose)
         return path
     with atomic_path(path) as tmp:
-        net.export(tmp, format="onnx", verbose=verbose)
+        _export_onnx(net, tmp, verbose)
     return path
+
+
+def _require(module, message):
+    if importlib.util.find_spec(module) is None:
+        raise ImportError(message)
+
+
+def _input_signature(net):
+    # Functional models know their inputs; passing them lets a model that was
+    # built but never called export (Keras's ONNX route insists on a call).
+    inputs = getattr(net, "inputs", None)
+    if not inputs:
+        return None
+    return [inputs[0]] if len(inputs) == 1 else [list(inputs)]
+
+
+def _export_onnx(net, path, verbose):
+    backend = keras.backend.backend()
+    if backend == "jax" and importlib.util.find_spec("jax2onnx") is None:
+        return _export_onnx_via_tensorflow(net, path)
+    if backend == "tensorflow":
+        _require("tf2onnx", "ONNX export needs tf2onnx and onnx: pip install 'keras_lrn[onnx]'.")
+    net.export(path, format="onnx", verbose=verbose, input_signature=_input_signature(net))
+
+
+def _export_onnx_via_tensorflow(net, path):
+    """JAX backend: save `.keras`, convert it with tf2onnx in a TensorFlow-backend process."""
+    for module in ("tensorflow", "tf2onnx", "onnx"):
+        _require(module, "ONNX export under the JAX backend runs tf2onnx in a TensorFlow-backend "
+                 "subprocess and needs TensorFlow, tf2onnx and onnx installed: pip install "
+                 "'keras_lrn[tensorflow,onnx]' (or jax2onnx for Keras's own JAX route). "
+                 "Without them, save a '.keras' file (format='keras') and export it where "
+                 f"TensorFlow is installed. Missing: {module}.")
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = os.path.join(tmp, "model.keras")
+        net.save(saved)
+        env = dict(os.environ, KERAS_BACKEND="tensorflow")
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        code = ("import sys, keras_lrn.export as e; "
+                "e._export_onnx(e.load_model(sys.argv[1]), sys.argv[2], False)")
+        result = subprocess.run([sys.executable, "-c", code, saved, path], env=env,
+                                capture_output=True, text=True)
+    if result.returncode != 0 or not os.path.exists(path):
+        raise RuntimeError("ONNX export in the TensorFlow-backend subprocess failed:\n"
+                           + result.stderr[-4000:])
 
 
 def load_model(path):

@@ -68,7 +68,7 @@ def build_parser(dataset="cifar10"):
     p.add_argument("--resume", action="store_true", help="continue the run in --output-dir")
     p.add_argument("--evaluate", default=None, metavar="PATH",
                    help="evaluate a saved model (.keras) on the test set and exit")
-    p.add_argument("--export", default=None, metavar="PATH", help="export a SavedModel here at the end")
+    p.add_argument("--export", default=None, metavar="PATH", help="export the trained model here at the end: PATH.keras, PATH.onnx (the onnx extra), else a SavedModel folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mixed-precision", nargs="?", const="bfloat16", default=None,
                    choices=("bfloat16", "float16"))

@@ -341,7 +341,7 @@ def train(args, recipe, entry, model_kwargs):
         save_model(model, os.path.join(out, FINAL))
         write_json(os.path.join(out, RESULTS), payload)
     if args.export:
-        export(model, args.export, format="saved_model")
+        export(model, args.export)  # format from the path: .keras, .onnx, else SavedModel
         payload["export"] = args.export
     payload["model_object"] = model
     return payload
@@ -408,5 +408,5 @@ def evaluate_path(args, recipe, entry, model_kwargs):
     summary = (f"{os.path.basename(path)} on {recipe.dataset} test ({len(test[0])} images) "
                f"[{keras.backend.backend()}]: top-1 accuracy {acc:.4f} | trainable params {trainable:,}")
     if args.export:
-        export(model, args.export, format="saved_model")
+        export(model, args.export)  # format from the path: .keras, .onnx, else SavedModel
     return {"test_accuracy": acc, "test": results, "summary": summary, "model_object": model}
