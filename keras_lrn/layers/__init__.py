@@ -6,10 +6,15 @@ __all__ = ["ZeroPadShortcut"]
 from keras_lrn.layers.epsilon_gate import EpsilonGate  # noqa: E402
 
 __all__ += ["EpsilonGate"]
-from keras_lrn.layers.fast_conv import FastDepthwiseConv2D, GroupedPointwiseConv2D  # noqa: E402
+from keras_lrn.layers.fast_conv import (  # noqa: E402
+    FastBatchNormalization,
+    FastDepthwiseConv2D,
+    GroupedPointwiseConv2D,
+)
 from keras_lrn.layers.reuse import ChannelShuffle, LRUBlock  # noqa: E402
 
-__all__ += ["ChannelShuffle", "FastDepthwiseConv2D", "GroupedPointwiseConv2D", "LRUBlock"]
+__all__ += ["ChannelShuffle", "FastBatchNormalization", "FastDepthwiseConv2D",
+            "GroupedPointwiseConv2D", "LRUBlock"]
 from keras_lrn.layers.shared_conv2d import OrthogonalRows, SharedConv2D  # noqa: E402
 from keras_lrn.layers.template_bank import TemplateBank  # noqa: E402
 

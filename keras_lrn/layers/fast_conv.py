@@ -25,6 +25,13 @@ convolution is computed. The *formulation* is picked at call time from
   of the grouped conv, but a single large GEMM, which is the fastest on CPU
   at these sizes).
 
+`FastBatchNormalization` is `keras.layers.BatchNormalization` (same weights,
+config and inference path) whose *training* step can be computed as
+`"matmul"`: the per-channel sums as `ones(1, M) @ x` matmuls and an analytic
+gradient (`keras.ops.custom_gradient`), ~2.8x faster fwd+bwd than Keras' BN
+on TensorFlow-CPU, where Keras' BN is unfused; `"native"` (Keras' own code) is
+kept on JAX, where XLA fuses it.
+
 All formulations compute the same function; they differ only in float
 summation order (max abs difference ~1e-6 relative in float32).
 """
@@ -42,6 +49,8 @@ POINTWISE_FORMULATIONS = ("auto", "native", "einsum", "blockdiag")
 # Fastest measured formulation per backend (benchmarks/lrunet_speed.py).
 _AUTO_DEPTHWISE = {"jax": "shift", "tensorflow": "native"}
 _AUTO_POINTWISE = {"jax": "blockdiag", "tensorflow": "blockdiag"}
+BATCH_NORM_FORMULATIONS = ("auto", "native", "matmul")
+_AUTO_BATCH_NORM = {"jax": "native", "tensorflow": "matmul"}
 
 
 def resolve_depthwise_formulation(formulation="auto", backend=None):
@@ -56,6 +65,13 @@ def resolve_pointwise_formulation(formulation="auto", backend=None):
     if formulation != "auto":
         return formulation
     return _AUTO_POINTWISE.get(backend or keras.backend.backend(), "blockdiag")
+
+
+def resolve_batch_norm_formulation(formulation="auto", backend=None):
+    """The BN training formulation used for `formulation` on `backend` (default: current)."""
+    if formulation != "auto":
+        return formulation
+    return _AUTO_BATCH_NORM.get(backend or keras.backend.backend(), "native")
 
 
 def _pair(value, arg):
@@ -336,6 +352,109 @@ class GroupedPointwiseConv2D(keras.layers.Layer):
             bias_regularizer=keras.regularizers.serialize(self.bias_regularizer),
             formulation=self.formulation,
         )
+        return config
+
+
+def _channel_sum(x2d, ones):
+    """Per-column sum of a (M, C) matrix as the matmul `ones(1, M) @ x2d` -> (C,)."""
+    return ops.reshape(ops.matmul(ones, x2d), (-1,))
+
+
+def _batch_norm_train(x2d, gamma, beta, epsilon):
+    """Training-mode BN of a (M, C) matrix: `(y, batch mean, biased batch variance)`.
+
+    Same function as `ops.moments` + `ops.batch_normalization`; the sums are
+    matmuls and the gradient is the closed form (with xhat = (x - mean) / std,
+    g = dL/dy, n = M):
+
+        dbeta = sum(g),  dgamma = sum(g * xhat),
+        dx = gamma / std * (g - dbeta / n - xhat * dgamma / n).
+    """
+
+    @ops.custom_gradient
+    def bn(x2d, gamma, beta):
+        rows = ops.shape(x2d)[0]
+        n = ops.cast(rows, x2d.dtype)
+        ones = ops.ones((1, rows), x2d.dtype)
+        mean = _channel_sum(x2d, ones) / n
+        centered = x2d - mean
+        variance = _channel_sum(ops.square(centered), ones) / n
+        inv = ops.rsqrt(variance + epsilon)
+        scale = gamma * inv
+        y = centered * scale + beta
+
+        def grad(*args, upstream=None):
+            dy = args[0] if upstream is None else upstream
+            if isinstance(dy, (tuple, list)):  # JAX passes the cotangent of all outputs
+                dy = dy[0]
+            dbeta = _channel_sum(dy, ones)
+            dcentered = _channel_sum(dy * centered, ones)
+            dgamma = dcentered * inv
+            dx = dy * scale + (centered * (-scale * inv * inv * dcentered / n)
+                               - scale * dbeta / n)
+            return dx, dgamma, dbeta
+
+        return (y, mean, variance), grad
+
+    y, mean, variance = bn(x2d, gamma, beta)
+    return y, ops.stop_gradient(mean), ops.stop_gradient(variance)
+
+
+@keras.saving.register_keras_serializable(package="keras_lrn")
+class FastBatchNormalization(keras.layers.BatchNormalization):
+    """`keras.layers.BatchNormalization` with a faster training step on TensorFlow.
+
+    Same arguments, weights (`gamma`, `beta`, `moving_mean`, `moving_variance`),
+    moving-average update and inference path as the Keras layer. With
+    `formulation="matmul"` (the "auto" choice on TensorFlow) a training call on
+    the last axis computes the batch sums as matmuls and uses the closed-form
+    gradient (see `_batch_norm_train`); any other case (JAX's "auto" choice
+    `"native"`, `axis != -1`, masks, renorm, synchronized, `center=False` or
+    `scale=False`) runs Keras' own code.
+
+    Args:
+        formulation: "auto" (per backend), "native" or "matmul".
+        **kwargs: `keras.layers.BatchNormalization` arguments.
+
+    Example:
+    ```python
+    bn = FastBatchNormalization(momentum=0.9, epsilon=1e-5)
+    y = bn(keras.ops.ones((2, 4, 4, 8)), training=True)
+    ```
+    """
+
+    def __init__(self, formulation="auto", **kwargs):
+        super().__init__(**kwargs)
+        if formulation not in BATCH_NORM_FORMULATIONS:
+            raise ValueError(f"`formulation` must be one of {BATCH_NORM_FORMULATIONS}. "
+                             f"Received: formulation={formulation!r}")
+        self.formulation = formulation
+
+    def _use_matmul(self, inputs, training, mask):
+        return (training and self.trainable and mask is None
+                and resolve_batch_norm_formulation(self.formulation) == "matmul"
+                and self.axis in (-1, len(inputs.shape) - 1) and len(inputs.shape) >= 2
+                and self.center and self.scale and not self.renorm and not self.synchronized)
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._use_matmul(inputs, training, mask):
+            return super().call(inputs, training=training, mask=mask)
+        compute_dtype = keras.backend.result_type(inputs.dtype, "float32")
+        x = ops.cast(inputs, compute_dtype)
+        channels = x.shape[-1]
+        y, mean, variance = _batch_norm_train(
+            ops.reshape(x, (-1, channels)), ops.cast(self.gamma, compute_dtype),
+            ops.cast(self.beta, compute_dtype), self.epsilon)
+        moving_mean = ops.cast(self.moving_mean, compute_dtype)
+        moving_variance = ops.cast(self.moving_variance, compute_dtype)
+        self.moving_mean.assign(moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(
+            moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return ops.cast(ops.reshape(y, ops.shape(x)), self.compute_dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config["formulation"] = self.formulation
         return config
 
 

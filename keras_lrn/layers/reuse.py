@@ -13,7 +13,11 @@ import math
 import keras
 from keras import ops
 
-from keras_lrn.layers.fast_conv import FastDepthwiseConv2D, GroupedPointwiseConv2D
+from keras_lrn.layers.fast_conv import (
+    FastBatchNormalization,
+    FastDepthwiseConv2D,
+    GroupedPointwiseConv2D,
+)
 
 SHUFFLE_MODES = ("standard", "lru")
 
@@ -123,7 +127,9 @@ class LRUBlock(keras.layers.Layer):
     created once (`block.dw.kernel` is (3, 3, planes, expansion) and
     `block.pw.kernel` is (1, 1, expansion*planes/groups, planes)); there are
     `n_iter` BN pairs (`block.dw_bns[i]`, `block.pw_bns[i]`, PyTorch
-    defaults: momentum 0.1 = Keras 0.9, epsilon 1e-5).
+    defaults: momentum 0.1 = Keras 0.9, epsilon 1e-5). The BNs are
+    `FastBatchNormalization` (Keras' BatchNormalization with the same weights;
+    its training step is ~1.6x faster for the whole block on TensorFlow).
 
     The input must have `planes` channels. Initialisation is the reference's
     `kaiming_normal_(mode="fan_out")` (untruncated normal, gain sqrt(2), torch
@@ -175,13 +181,11 @@ class LRUBlock(keras.layers.Layer):
             planes, groups=groups, use_bias=False,
             kernel_initializer=keras.initializers.RandomNormal(stddev=math.sqrt(2.0 / planes)),
             formulation=pointwise_formulation, dtype=self.dtype_policy, name="pw")
-        self.dw_bns = [keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5,
-                                                       dtype=self.dtype_policy,
-                                                       name=f"dw_bn_{i}")
+        self.dw_bns = [FastBatchNormalization(momentum=0.9, epsilon=1e-5,
+                                               dtype=self.dtype_policy, name=f"dw_bn_{i}")
                        for i in range(n_iter)]
-        self.pw_bns = [keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5,
-                                                       dtype=self.dtype_policy,
-                                                       name=f"pw_bn_{i}")
+        self.pw_bns = [FastBatchNormalization(momentum=0.9, epsilon=1e-5,
+                                               dtype=self.dtype_policy, name=f"pw_bn_{i}")
                        for i in range(n_iter)]
 
     def build(self, input_shape):

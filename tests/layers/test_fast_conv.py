@@ -2,7 +2,12 @@ import keras
 import numpy as np
 import pytest
 
-from keras_lrn.layers import FastDepthwiseConv2D, GroupedPointwiseConv2D, fast_conv
+from keras_lrn.layers import (
+    FastBatchNormalization,
+    FastDepthwiseConv2D,
+    GroupedPointwiseConv2D,
+    fast_conv,
+)
 from keras_lrn.testing import assert_config_round_trip, run_model_test, to_numpy
 
 
@@ -141,3 +146,67 @@ def test_shift_depthwise_x2_matches_native_layer_at_lrunet_size():
     ref.build(x.shape)
     ref.kernel.assign(to_numpy(layer.kernel))
     assert np.max(np.abs(y - to_numpy(ref(x)))) <= 1e-5
+
+
+def _bn_model(layer, shape):
+    inp = keras.Input(shape)
+    model = keras.Model(inp, keras.layers.ReLU()(layer(inp)))
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+    return model
+
+
+@pytest.mark.parametrize("formulation", ["matmul", "native", "auto"])
+def test_fast_batch_norm_matches_keras_and_numpy(formulation):
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((3, 5, 4, 16)) * 2 + 1).astype("float32")
+    target = rng.standard_normal((3, 5, 4, 16)).astype("float32")
+    gamma = rng.uniform(0.5, 1.5, 16).astype("float32")
+    beta = rng.standard_normal(16).astype("float32")
+    layers = {"keras": keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5),
+              "fast": FastBatchNormalization(momentum=0.9, epsilon=1e-5, formulation=formulation)}
+    models = {k: _bn_model(v, x.shape[1:]) for k, v in layers.items()}
+    for layer in layers.values():
+        layer.gamma.assign(gamma)
+        layer.beta.assign(beta)
+    # training-mode forward against numpy (biased batch variance, as PyTorch/Keras)
+    mean, var = x.mean((0, 1, 2)), x.var((0, 1, 2))
+    expect = (x - mean) / np.sqrt(var + 1e-5) * gamma + beta
+    np.testing.assert_allclose(to_numpy(layers["fast"](x, training=True)), expect, atol=2e-5)
+    np.testing.assert_allclose(to_numpy(layers["fast"].moving_mean), 0.1 * mean, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(layers["fast"].moving_variance), 0.9 + 0.1 * var,
+                               atol=1e-5)
+    layers["keras"](x, training=True)
+    # one SGD step: gamma/beta gradients and moving statistics agree with Keras' own BN
+    for model in models.values():
+        model.train_on_batch(x, target)
+    for a, b in zip(models["keras"].weights, models["fast"].weights):
+        np.testing.assert_allclose(to_numpy(a), to_numpy(b), atol=2e-5)
+    # the input gradient: one more layer in front of the BN
+    grads = {}
+    for k in layers:
+        keras.utils.set_random_seed(0)
+        inp = keras.Input(x.shape[1:])
+        bn = (keras.layers.BatchNormalization(epsilon=1e-5) if k == "keras"
+              else FastBatchNormalization(epsilon=1e-5, formulation=formulation))
+        model = keras.Model(inp, bn(keras.layers.Dense(16)(inp)))
+        model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+        model.train_on_batch(x, target)
+        grads[k] = [to_numpy(w) for w in model.weights]
+    for a, b in zip(grads["keras"], grads["fast"]):
+        np.testing.assert_allclose(a, b, atol=2e-5)
+    # inference uses the moving statistics, exactly as Keras
+    np.testing.assert_allclose(to_numpy(models["fast"].predict_on_batch(x)),
+                               to_numpy(models["keras"].predict_on_batch(x)), atol=1e-6)
+
+
+def test_fast_batch_norm_config_and_args():
+    bn = FastBatchNormalization(momentum=0.9, epsilon=1e-5, formulation="matmul", name="bn")
+    assert_config_round_trip(bn)
+    assert fast_conv.resolve_batch_norm_formulation("auto", "tensorflow") == "matmul"
+    assert fast_conv.resolve_batch_norm_formulation("auto", "jax") == "native"
+    with pytest.raises(ValueError, match="formulation"):
+        FastBatchNormalization(formulation="fused")
+    inp = keras.Input((4, 4, 8))
+    model = keras.Model(inp, FastBatchNormalization(formulation="matmul")(inp))
+    x = np.random.default_rng(5).standard_normal((2, 4, 4, 8)).astype("float32")
+    run_model_test(model, x, atol=1e-5, check_class=False)

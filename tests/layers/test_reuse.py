@@ -43,8 +43,15 @@ def test_standard_shuffle_order():
     assert_config_round_trip(layer)
 
 
-def np_block(x, dw, pw, bns, n_iter, groups=8, eps=1e-5):
-    """Independent numpy LRU block (inference): dw (3,3,P,2), pw (1,1,2P/8,P)."""
+def _np_bn(out, params, eps, train):
+    g, be, mu, var = params
+    if train:  # batch statistics (biased variance), as PyTorch/Keras training mode
+        mu, var = out.mean((0, 1, 2)), out.var((0, 1, 2))
+    return (out - mu) / np.sqrt(var + eps) * g + be
+
+
+def np_block(x, dw, pw, bns, n_iter, groups=8, eps=1e-5, train=False):
+    """Independent numpy LRU block: dw (3,3,P,2), pw (1,1,2P/8,P); `train`: batch stats."""
     for i in range(n_iter):
         xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
         h, w = x.shape[1:3]
@@ -53,15 +60,13 @@ def np_block(x, dw, pw, bns, n_iter, groups=8, eps=1e-5):
             for b in range(3):
                 out += xp[:, a:a + h, b:b + w, :, None] * dw[a, b]
         out = out.reshape(x.shape[:3] + (-1,))
-        g, be, mu, var = bns[i][0]
-        out = (out - mu) / np.sqrt(var + eps) * g + be
+        out = _np_bn(out, bns[i][0], eps, train)
         cin_g, cout = pw.shape[2], pw.shape[3]
         cout_g = cout // groups
         out = np.concatenate([out[..., j * cin_g:(j + 1) * cin_g]
                               @ pw[0, 0, :, j * cout_g:(j + 1) * cout_g] for j in range(groups)],
                              -1)
-        g, be, mu, var = bns[i][1]
-        out = (out - mu) / np.sqrt(var + eps) * g + be
+        out = _np_bn(out, bns[i][1], eps, train)
         x = np.maximum(out + x, 0)
         if i < n_iter - 1:
             c = x.shape[-1]
@@ -69,8 +74,9 @@ def np_block(x, dw, pw, bns, n_iter, groups=8, eps=1e-5):
     return x
 
 
+@pytest.mark.parametrize("training", [False, True])
 @pytest.mark.parametrize("n_iter", [1, 3])
-def test_lru_block_matches_numpy(n_iter):
+def test_lru_block_matches_numpy(n_iter, training):
     rng = np.random.default_rng(0)
     planes = 16
     block = LRUBlock(planes, n_iter=n_iter)
@@ -87,9 +93,9 @@ def test_lru_block_matches_numpy(n_iter):
                 var.assign(v.astype("float32"))
             pair.append(vals)
         bns.append(pair)
-    got = to_numpy(block(x, training=False))
+    got = to_numpy(block(x, training=training))
     want = np_block(x.astype("float64"), to_numpy(block.dw.kernel), to_numpy(block.pw.kernel),
-                    bns, n_iter)
+                    bns, n_iter, train=training)
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
 
 
