@@ -206,6 +206,7 @@ def plot(rows, path, command):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
     for ax, key, xlabel in ((axes[0], "params", "trainable parameters"),
@@ -215,6 +216,7 @@ def plot(rows, path, command):
             ax.annotate(r["model"], (r[key], 100 * r["test_top1"]), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no overlapping labels
         ax.set_xlabel(xlabel)
         ax.set_ylabel("CIFAR-10 test top-1 (%)")
         ax.grid(alpha=0.3, which="both")
