@@ -5,11 +5,10 @@ skipped unless KERAS_LRN_BLOCK_TF=1, which runs it with TensorFlow blocked in a
 subprocess, so the same check can be made in any environment.
 """
 
+import os
 import pathlib
 import subprocess
 import sys
-
-import os
 
 import keras
 import pytest

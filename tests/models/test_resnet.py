@@ -3,7 +3,12 @@ import numpy as np
 import pytest
 
 from keras_lrn.models import CifarResNet, get_entry
-from keras_lrn.testing import assert_config_round_trip, random_images, run_model_test, trainable_params
+from keras_lrn.testing import (
+    assert_config_round_trip,
+    random_images,
+    run_model_test,
+    trainable_params,
+)
 
 
 def test_spec_counts():
