@@ -42,6 +42,7 @@ import zipfile
 
 import keras
 
+ONNX_TIMEOUT_S = 1800  # the JAX route converts in a TF subprocess
 FORMATS = ("saved_model", "keras", "onnx")
 
 
@@ -187,8 +188,12 @@ def _export_onnx_via_tensorflow(net, path):
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         code = ("import sys, keras_lrn.export as e; "
                 "e._export_onnx(e.load_model(sys.argv[1]), sys.argv[2], False)")
-        result = subprocess.run([sys.executable, "-c", code, saved, path], env=env,
-                                capture_output=True, text=True)
+        try:
+            result = subprocess.run([sys.executable, "-c", code, saved, path], env=env,
+                                    capture_output=True, text=True, timeout=ONNX_TIMEOUT_S)
+        except subprocess.TimeoutExpired as e:
+            raise RuntimeError(f"ONNX export in the TensorFlow-backend subprocess did not "
+                               f"finish in {ONNX_TIMEOUT_S} s.") from e
     if result.returncode != 0 or not os.path.exists(path):
         raise RuntimeError("ONNX export in the TensorFlow-backend subprocess failed:\n"
                            + result.stderr[-4000:])

@@ -102,7 +102,9 @@ class ImageFiles:
     def subset(self, indices):
         """The files at `indices` (an ImageFolder split only)."""
         if self.tfds_builder is not None:
-            raise ValueError("A TFDS split cannot be subset by index; use an ImageFolder tree.")
+            raise ValueError("`indices` can only select files of an ImageFolder split; a TFDS "
+                             f"split cannot be subset by index. Received: indices for the "
+                             f"TFDS split {self.tfds_split!r}")
         idx = np.asarray(indices, dtype=np.int64)
         return dataclasses.replace(
             self, paths=tuple(self.paths[i] for i in idx), labels=self.labels[idx]

@@ -132,9 +132,12 @@ def check_args(args, backend=None):
                          f"Received: process_id={args.process_id}")
     if getattr(args, "resume", False):
         raise ValueError("`--resume` is not supported with multi-host training (only process "
-                         "0 keeps a backup).")
+                         "0 keeps a backup). Received: --resume with --num-processes "
+                         f"{args.num_processes}")
     if getattr(args, "evaluate", None):
-        raise ValueError("`--evaluate` runs on one device: drop the multi-host flags.")
+        raise ValueError("`--evaluate` runs on one device: drop the multi-host flags. "
+                         f"Received: evaluate={args.evaluate!r} with --num-processes "
+                         f"{args.num_processes}")
 
 
 class Plan:

@@ -259,6 +259,10 @@ def evaluate_path(args, recipe, entry, model_kwargs):
     if top5_key in results:
         summary += f" | top-5 accuracy {float(results[top5_key]):.4f}"
     summary += f" | skipped files {len(skipped)}"
+    if args.export:
+        from keras_lrn.export import export
+
+        export(model, args.export)  # format from the path: .keras, .onnx, else SavedModel
     return {"test_accuracy": acc, "test": results, "skipped_files": len(skipped),
             "summary": summary, "model_object": model}  # fmt: skip
 

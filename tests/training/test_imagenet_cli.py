@@ -69,6 +69,20 @@ def test_train_imagenet_script_end_to_end(tree, tmp_path, capsys, monkeypatch):
     top5 = np.mean([y in np.argsort(-p)[:5] for p, y in zip(logits, labels)])
     assert results["test"]["top5_accuracy"] == pytest.approx(top5, abs=1e-6)
     assert results["test"]["accuracy"] == pytest.approx(np.mean(logits.argmax(1) == labels))
+    # `--evaluate` of the saved model reports the same top-1 and exports it (`.keras` here).
+    exported = tmp_path / "exported.keras"
+    argv = ["train/imagenet.py", "--model", "resnet20", "--data-dir", str(tree),
+            "--batch-size", "6", "--evaluate", str(out / "final.keras"), "--export",
+            str(exported), "--workers", "2"]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exit_info, pytest.warns(UserWarning, match="corrupt_0"):
+        runpy.run_path(str(REPO / "train" / "imagenet.py"), run_name="__main__")
+    assert exit_info.value.code == 0
+    assert f"top-1 accuracy {np.mean(logits.argmax(1) == labels):.4f}" in capsys.readouterr().out
+    reloaded = load_model(exported)
+    x0 = np.asarray(batches[0][0])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(reloaded(x0, training=False)),
+                               logits[: len(x0)], rtol=1e-5, atol=1e-5)
 
 
 def test_imagenet_flags_and_recipe_mapping():
