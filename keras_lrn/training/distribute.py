@@ -274,7 +274,13 @@ def _slice_bounds(b, replicas, processes, pid):
 
 class _BatchSlices(keras.utils.PyDataset):
     """A `PyDataset` view of the first `keep` batches of `inner`, each cut to a multiple of
-    `replicas` rows and sliced to this process's share."""
+    `replicas` rows and sliced to this process's share.
+
+    Meant for `core.train`, where `keras_lrn.data.EpochSync` sets the inner pipeline's
+    epoch at every epoch start. The served-batch bookkeeping below only advances the
+    epoch on its own when `__getitem__` runs in this process (threads, not worker
+    processes); used elsewhere with `use_multiprocessing=True`, pair it with `EpochSync`.
+    """
 
     def __init__(self, inner, keep, replicas, processes, pid):
         super().__init__(workers=getattr(inner, "workers", 1),
