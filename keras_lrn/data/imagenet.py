@@ -52,13 +52,12 @@ import warnings
 import weakref
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from keras_lrn.data.datasets import DatasetInfo, _check_seed
 from keras_lrn.data.loading import IMAGE_SUFFIXES
 from keras_lrn.data.normalization import get_normalizer
-from keras_lrn.data.pipeline import _pack_targets, _resolve_pipeline
+from keras_lrn.data.pipeline import EpochBatches, _pack_targets, _resolve_pipeline
 
 IMAGE_SIZE = 224
 RESIZE_SIZE = 256
@@ -527,7 +526,7 @@ class _EpochHolder:
         self._dataset().set_epoch(epoch)
 
 
-class ImageFileDataset(keras.utils.PyDataset):
+class ImageFileDataset(EpochBatches):
     """Numpy/Pillow streaming pipeline over image files (no TensorFlow needed).
 
     Batch `index` of epoch `e` holds the files at positions
@@ -575,25 +574,8 @@ class ImageFileDataset(keras.utils.PyDataset):
         self._lock = threading.Lock()
         self._keras_lrn_epoch = _EpochHolder(self)
 
-    @property
-    def num_batches(self):
-        n = len(self.paths)
-        return n // self.batch_size if self.drop_remainder else math.ceil(n / self.batch_size)
-
-    def __len__(self):
-        return self.num_batches
-
-    def set_epoch(self, epoch):
-        """Set the epoch whose shuffle and augmentation the next batches use."""
-        with self._lock:
-            self.epoch = int(epoch)
-            self._served.clear()
-
-    def on_epoch_end(self):
-        with self._lock:
-            if len(self._served) >= self.num_batches:
-                self.epoch += 1
-                self._served.clear()
+    def _num_examples(self):
+        return len(self.paths)
 
     def _indices(self, index, epoch):
         start = index * self.batch_size

@@ -61,7 +61,40 @@ def _pack_targets(y, targets):
     return {name: y for name in targets}
 
 
-class ArrayDataset(keras.utils.PyDataset):
+class EpochBatches(keras.utils.PyDataset):
+    """Batch count and per-epoch bookkeeping shared by keras_lrn's `PyDataset`s.
+
+    Subclasses set `batch_size`, `drop_remainder`, `epoch`, `_served` (indices of
+    the batches served this epoch) and `_lock`, and define `_num_examples()`.
+    The epoch advances once every batch was served (or when `EpochSync` sets it),
+    so shuffling and augmentation depend only on (seed, epoch, index).
+    """
+
+    def _num_examples(self):
+        raise NotImplementedError
+
+    @property
+    def num_batches(self):
+        n = self._num_examples()
+        return n // self.batch_size if self.drop_remainder else math.ceil(n / self.batch_size)
+
+    def __len__(self):
+        return self.num_batches
+
+    def set_epoch(self, epoch):
+        """Set the epoch whose shuffle and augmentation the next batches use."""
+        with self._lock:
+            self.epoch = int(epoch)
+            self._served.clear()
+
+    def on_epoch_end(self):
+        with self._lock:
+            if len(self._served) >= self.num_batches:
+                self.epoch += 1
+                self._served.clear()
+
+
+class ArrayDataset(EpochBatches):
     """Numpy pipeline: shuffles, augments and normalises one batch at a time.
 
     Every batch is processed with vectorised numpy (no per-image Python loop).
@@ -134,25 +167,8 @@ class ArrayDataset(keras.utils.PyDataset):
         self._served = set()
         self._lock = threading.Lock()
 
-    @property
-    def num_batches(self):
-        n = len(self.x)
-        return n // self.batch_size if self.drop_remainder else math.ceil(n / self.batch_size)
-
-    def __len__(self):
-        return self.num_batches
-
-    def set_epoch(self, epoch):
-        """Set the epoch whose shuffle and augmentation the next batches use."""
-        with self._lock:
-            self.epoch = int(epoch)
-            self._served.clear()
-
-    def on_epoch_end(self):
-        with self._lock:
-            if len(self._served) >= self.num_batches:
-                self.epoch += 1
-                self._served.clear()
+    def _num_examples(self):
+        return len(self.x)
 
     def _indices(self, index, epoch):
         start = index * self.batch_size

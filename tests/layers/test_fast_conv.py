@@ -155,7 +155,9 @@ def _bn_model(layer, shape):
     return model
 
 
-@pytest.mark.parametrize("formulation", ["matmul", "native", "auto"])
+# "native" (and "auto" where it resolves to native) *is* Keras' BN; only the matmul
+# formulation has code of its own to check (the resolution is tested below).
+@pytest.mark.parametrize("formulation", ["matmul"])
 def test_fast_batch_norm_matches_keras_and_numpy(formulation):
     rng = np.random.default_rng(4)
     x = (rng.standard_normal((3, 5, 4, 16)) * 2 + 1).astype("float32")
