@@ -8,7 +8,7 @@ from keras_lrn.layers import (
     GroupedPointwiseConv2D,
     fast_conv,
 )
-from keras_lrn.testing import assert_config_round_trip, run_model_test, to_numpy
+from keras_lrn.testing import assert_config_round_trip, gradients, run_model_test, to_numpy
 
 
 def np_depthwise(x, k, stride, pad):
@@ -91,6 +91,31 @@ def test_gradients_agree_across_formulations():
     for other in results.values():
         for a, b in zip(base, other):
             np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch,mult,chunk_bytes", [(6, 2, 2 << 20), (6, 2, 1), (7, 1, 5040),
+                                                     (5, 3, 1)])
+def test_shift_depthwise_custom_gradient_matches_autodiff(monkeypatch, batch, mult, chunk_bytes):
+    """The stride-1 "shift" depthwise has its own gradient (input: flipped-kernel correlation;
+    kernel: summed in batch chunks, zero-padded when the batch has no fitting divisor). It equals
+    autodiff of the plain shifted multiply-adds, with one chunk, many chunks and padded chunks."""
+    monkeypatch.setattr(fast_conv, "_KERNEL_GRAD_CHUNK_BYTES", chunk_bytes)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((batch, 7, 9, 4)).astype("float32")
+    k = rng.standard_normal((3, 3, 4, mult)).astype("float32")
+    upstream = rng.standard_normal((batch, 5, 7, 4 * mult)).astype("float32")
+
+    def loss(conv):
+        return lambda x, k: keras.ops.sum(conv(x, k, (1, 1)) * upstream)
+
+    custom = gradients(loss(fast_conv._depthwise), x, k)
+    plain = gradients(loss(fast_conv._shifted_depthwise), x, k)
+    for a, b in zip(custom, plain):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    # and autodiff of the plain formulation is the numpy reference's adjoint (dx . x = loss)
+    np.testing.assert_allclose(np.sum(custom[1] * k), np.sum(
+        np_depthwise(x, k, 1, ((0, 0), (0, 0))) * upstream), rtol=1e-4)
 
 
 def test_auto_formulation_per_backend():
