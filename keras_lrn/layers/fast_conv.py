@@ -425,6 +425,12 @@ class GroupedPointwiseConv2D(keras.layers.Layer):
             y = y + ops.cast(self.bias, y.dtype)
         return y
 
+    def dense_kernel(self):
+        """The (in_channels, filters) matrix this layer multiplies by (block-diagonal
+        when `groups > 1`), for callers that fold a preceding BatchNormalization."""
+        kernel = self.kernel[0, 0]
+        return kernel if self.groups == 1 else block_diagonal_kernel(kernel, self.groups)
+
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.filters,)
 
@@ -486,6 +492,55 @@ def _batch_norm_train(x2d, gamma, beta, epsilon):
     return y, ops.stop_gradient(mean), ops.stop_gradient(variance)
 
 
+def _folded_batch_norm_matmul_train(z2d, gamma, beta, kernel, epsilon):
+    """`BN(z2d) @ kernel` in training mode, BN folded into the matmul, closed-form gradient.
+
+    Returns `(y, batch mean, biased batch variance)`. With s = gamma / std,
+    F = s[:, None] * K and b = (beta - mean * s) @ K, y = z @ F + b. Given
+    G = dL/dy, n rows and M = z^T G (the kernel-gradient matmul):
+
+        dF = M, db = sum_rows(G), dbeta = K db,
+        ds = rowsum(M * K) - mean * dbeta,  dgamma = ds / std,
+        dK = s[:, None] * M + outer(beta - mean * s, db),
+        dz = G F^T - s * dbeta / n - (z - mean) * gamma * ds / (n std^3)
+
+    (the mean's path through the variance vanishes). The sums are matmuls.
+    """
+
+    @ops.custom_gradient
+    def folded(z2d, gamma, beta, kernel):
+        rows = ops.shape(z2d)[0]
+        n = ops.cast(rows, z2d.dtype)
+        ones = ops.ones((1, rows), z2d.dtype)
+        mean = _channel_sum(z2d, ones) / n
+        centered = z2d - mean
+        variance = _channel_sum(ops.square(centered), ones) / n
+        inv = ops.rsqrt(variance + epsilon)
+        scale = gamma * inv
+        shift = beta - mean * scale
+        folded_kernel = ops.expand_dims(scale, 1) * kernel
+        y = ops.matmul(z2d, folded_kernel) + ops.matmul(ops.expand_dims(shift, 0), kernel)
+
+        def grad(*args, upstream=None):
+            dy = args[0] if upstream is None else upstream
+            if isinstance(dy, (tuple, list)):
+                dy = dy[0]
+            m = ops.matmul(ops.transpose(z2d), dy)
+            db = _channel_sum(dy, ones)
+            dbeta = ops.reshape(ops.matmul(kernel, ops.expand_dims(db, 1)), (-1,))
+            dscale = ops.sum(m * kernel, axis=1) - mean * dbeta
+            dgamma = dscale * inv
+            dkernel = ops.expand_dims(scale, 1) * m + ops.expand_dims(shift, 1) * db
+            dz = (ops.matmul(dy, ops.transpose(folded_kernel)) - scale * dbeta / n
+                  - centered * (gamma * dscale * inv * inv * inv / n))
+            return dz, dgamma, dbeta, dkernel
+
+        return (y, mean, variance), grad
+
+    y, mean, variance = folded(z2d, gamma, beta, kernel)
+    return y, ops.stop_gradient(mean), ops.stop_gradient(variance)
+
+
 @keras.saving.register_keras_serializable(package="keras_lrn")
 class FastBatchNormalization(keras.layers.BatchNormalization):
     """`keras.layers.BatchNormalization` with a faster training step on TensorFlow.
@@ -537,6 +592,59 @@ class FastBatchNormalization(keras.layers.BatchNormalization):
         self.moving_variance.assign(
             moving_variance * self.momentum + variance * (1.0 - self.momentum))
         return ops.cast(ops.reshape(y, ops.shape(x)), self.compute_dtype)
+
+    def can_fold(self, inputs, mask=None):
+        """Whether `fold_into_matmul` applies: BN over the last axis with both gamma and
+        beta, no renorm, no cross-replica statistics, no mask."""
+        return (mask is None and self.axis in (-1, len(inputs.shape) - 1)
+                and self.center and self.scale and not self.renorm and not self.synchronized)
+
+    def fold_into_matmul(self, inputs, kernel, training=None):
+        """`matmul(self(inputs, training), kernel)` with the BN folded into the matmul.
+
+        BN followed by a linear map is the linear map of the *unnormalised*
+        input with the per-channel scale folded into the kernel's rows:
+
+            BN(z) @ K = z @ (s[:, None] * K) + (beta - mean * s) @ K,
+            s = gamma / sqrt(var + epsilon),
+
+        so the normalised tensor is never written and the backward pass has no
+        per-channel reductions over it (only the two small vectors' chain rule).
+        Training (batch statistics, moving averages updated exactly as the
+        layer does) and inference (moving statistics) alike. Same function;
+        rounding differs from normalising first by ~1e-6 relative. The caller
+        checks `can_fold` first.
+        """
+        training = bool(training) and self.trainable
+        stats_dtype = keras.backend.result_type(inputs.dtype, "float32")
+        channels = inputs.shape[-1]
+        z2d = ops.reshape(inputs, (-1, channels))
+        if training:
+            if (resolve_batch_norm_formulation(self.formulation) == "matmul"
+                    and inputs.dtype == stats_dtype):
+                y, mean, variance = _folded_batch_norm_matmul_train(
+                    z2d, ops.cast(self.gamma, stats_dtype), ops.cast(self.beta, stats_dtype),
+                    ops.cast(kernel, stats_dtype), self.epsilon)
+                self._update_moving(mean, variance, stats_dtype)
+                return ops.reshape(y, tuple(ops.shape(inputs)[:-1]) + (kernel.shape[-1],))
+            mean, variance = ops.moments(ops.cast(z2d, stats_dtype), axes=[0])
+            self._update_moving(mean, variance, stats_dtype)
+        else:
+            mean = ops.cast(self.moving_mean, stats_dtype)
+            variance = ops.cast(self.moving_variance, stats_dtype)
+        scale = ops.cast(self.gamma, stats_dtype) * ops.rsqrt(variance + self.epsilon)
+        shift = ops.cast(self.beta, stats_dtype) - mean * scale
+        kernel = ops.cast(kernel, stats_dtype)
+        folded = ops.cast(ops.expand_dims(scale, 1) * kernel, inputs.dtype)
+        bias = ops.cast(ops.matmul(ops.expand_dims(shift, 0), kernel), inputs.dtype)
+        y = ops.matmul(z2d, folded) + bias
+        return ops.reshape(y, tuple(ops.shape(inputs)[:-1]) + (kernel.shape[-1],))
+
+    def _update_moving(self, mean, variance, dtype):
+        self.moving_mean.assign(ops.cast(self.moving_mean, dtype) * self.momentum
+                                + ops.stop_gradient(mean) * (1.0 - self.momentum))
+        self.moving_variance.assign(ops.cast(self.moving_variance, dtype) * self.momentum
+                                    + ops.stop_gradient(variance) * (1.0 - self.momentum))
 
     def get_config(self):
         config = super().get_config()

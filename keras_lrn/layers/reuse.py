@@ -203,8 +203,14 @@ class LRUBlock(keras.layers.Layer):
     def call(self, inputs, training=None):
         x = inputs
         for i in range(self.n_iter):
-            out = self.dw_bns[i](self.dw(x), training=training)
-            out = self.pw_bns[i](self.pw(out), training=training)
+            out = self.dw(x)
+            bn = self.dw_bns[i]
+            if self.pw.bias is None and bn.can_fold(out):
+                # pw(dw_bn(out)) with the BN folded into the 1x1 kernel (no normalised copy)
+                out = bn.fold_into_matmul(out, self.pw.dense_kernel(), training=training)
+            else:
+                out = self.pw(bn(out, training=training))
+            out = self.pw_bns[i](out, training=training)
             x = ops.relu(out + x)
             if i < self.n_iter - 1:
                 x = lru_channel_shuffle(x)

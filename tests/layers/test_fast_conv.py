@@ -237,3 +237,56 @@ def test_fast_batch_norm_config_and_args():
     model = keras.Model(inp, FastBatchNormalization(formulation="matmul")(inp))
     x = np.random.default_rng(5).standard_normal((2, 4, 4, 8)).astype("float32")
     run_model_test(model, x, atol=1e-5, check_class=False)
+
+
+class _BatchNormThenMatmul(keras.layers.Layer):
+    """BN followed by a (16 -> 8) matmul, folded (`fold_into_matmul`) or not."""
+
+    def __init__(self, fold, formulation="auto", **kwargs):
+        super().__init__(**kwargs)
+        self.fold = fold
+        self.bn = FastBatchNormalization(momentum=0.9, epsilon=1e-5, formulation=formulation,
+                                         gamma_initializer="random_normal",
+                                         beta_initializer="random_normal")
+
+    def build(self, input_shape):
+        self.bn.build(input_shape)
+        self.kernel = self.add_weight(shape=(input_shape[-1], 8), initializer="random_normal")
+
+    def call(self, z, training=None):
+        if self.fold:
+            assert self.bn.can_fold(z)
+            return self.bn.fold_into_matmul(z, self.kernel, training=training)
+        return keras.ops.matmul(self.bn(z, training=training), self.kernel)
+
+
+@pytest.mark.parametrize("formulation", ["native", "matmul"])
+def test_batch_norm_folded_into_matmul(formulation):
+    """`fold_into_matmul` = BN then matmul: outputs (training and inference), moving
+    statistics, and after one SGD step every weight (input-side Dense, gamma, beta, kernel),
+    so every gradient, agree with the unfolded layers."""
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((3, 5, 5, 16)) * 2 + 1).astype("float32")
+    target = rng.standard_normal((3, 5, 5, 8)).astype("float32")
+    models = []
+    for fold in (True, False):
+        keras.utils.set_random_seed(7)
+        inp = keras.Input((5, 5, 16))
+        out = _BatchNormThenMatmul(fold, formulation)(keras.layers.Dense(16)(inp))
+        model = keras.Model(inp, out)
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+        models.append(model)
+    folded, plain = models
+    for a, b in zip(folded.weights, plain.weights):
+        np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+    for training in (True, False):
+        np.testing.assert_allclose(to_numpy(folded(x, training=training)),
+                                   to_numpy(plain(x, training=training)), rtol=1e-5, atol=1e-5)
+    before = [to_numpy(w) for w in folded.trainable_weights]
+    for model in models:
+        model.train_on_batch(x, target)
+    for a, b in zip(folded.weights, plain.weights):
+        np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-5, atol=1e-5,
+                                   err_msg=a.path)
+    for w, old in zip(folded.trainable_weights, before):  # every weight got a gradient
+        assert not np.allclose(to_numpy(w), old), w.path
