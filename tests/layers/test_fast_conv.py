@@ -272,7 +272,7 @@ def test_batch_norm_folded_into_matmul(formulation):
     for fold in (True, False):
         keras.utils.set_random_seed(7)
         inp = keras.Input((5, 5, 16))
-        out = _BatchNormThenMatmul(fold, formulation)(keras.layers.Dense(16)(inp))
+        out = _BatchNormThenMatmul(fold, formulation)(keras.layers.Dense(16, use_bias=False)(inp))
         model = keras.Model(inp, out)
         model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
         models.append(model)
