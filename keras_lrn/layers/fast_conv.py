@@ -492,6 +492,63 @@ def _batch_norm_train(x2d, gamma, beta, epsilon):
     return y, ops.stop_gradient(mean), ops.stop_gradient(variance)
 
 
+def batch_norm(x, gamma, beta, moving_mean, moving_variance, epsilon, training,
+               formulation="auto"):
+    """Functional BatchNormalization over the last axis: `(y, mean, variance)`.
+
+    Training: batch statistics (`mean`, biased `variance`, gradients stopped,
+    for the caller's moving-average update); inference: the moving ones.
+    Keras' `BatchNormalization` arithmetic (statistics in float32 for
+    float16/bfloat16 inputs), or `_batch_norm_train` where `formulation`
+    resolves to "matmul" and the input is float32.
+    """
+    stats_dtype = keras.backend.result_type(x.dtype, "float32")
+    channels = x.shape[-1]
+    gamma, beta = ops.cast(gamma, stats_dtype), ops.cast(beta, stats_dtype)
+    if training and resolve_batch_norm_formulation(formulation) == "matmul" and (
+            x.dtype == stats_dtype):
+        y, mean, variance = _batch_norm_train(ops.reshape(x, (-1, channels)), gamma, beta,
+                                              epsilon)
+        return ops.reshape(y, ops.shape(x)), mean, variance
+    x32 = ops.cast(x, stats_dtype)
+    if training:
+        mean, variance = ops.moments(x32, axes=list(range(len(x.shape) - 1)))
+    else:
+        mean = ops.cast(moving_mean, stats_dtype)
+        variance = ops.cast(moving_variance, stats_dtype)
+    y = ops.batch_normalization(x32, mean, variance, axis=-1, offset=beta, scale=gamma,
+                                epsilon=epsilon)
+    return ops.cast(y, x.dtype), ops.stop_gradient(mean), ops.stop_gradient(variance)
+
+
+def folded_batch_norm_matmul(z, kernel, gamma, beta, moving_mean, moving_variance, epsilon,
+                             training, formulation="auto"):
+    """Functional `matmul(BN(z), kernel)` with the BN folded into the kernel's rows:
+    `(y, mean, variance)` as `batch_norm` returns them (see
+    `FastBatchNormalization.fold_into_matmul`)."""
+    stats_dtype = keras.backend.result_type(z.dtype, "float32")
+    channels = z.shape[-1]
+    out_shape = tuple(ops.shape(z)[:-1]) + (kernel.shape[-1],)
+    z2d = ops.reshape(z, (-1, channels))
+    gamma, beta = ops.cast(gamma, stats_dtype), ops.cast(beta, stats_dtype)
+    kernel = ops.cast(kernel, stats_dtype)
+    if training:
+        if resolve_batch_norm_formulation(formulation) == "matmul" and z.dtype == stats_dtype:
+            y, mean, variance = _folded_batch_norm_matmul_train(z2d, gamma, beta, kernel,
+                                                                epsilon)
+            return ops.reshape(y, out_shape), mean, variance
+        mean, variance = ops.moments(ops.cast(z2d, stats_dtype), axes=[0])
+    else:
+        mean = ops.cast(moving_mean, stats_dtype)
+        variance = ops.cast(moving_variance, stats_dtype)
+    scale = gamma * ops.rsqrt(variance + epsilon)
+    shift = beta - mean * scale
+    folded = ops.cast(ops.expand_dims(scale, 1) * kernel, z.dtype)
+    bias = ops.cast(ops.matmul(ops.expand_dims(shift, 0), kernel), z.dtype)
+    y = ops.reshape(ops.matmul(z2d, folded) + bias, out_shape)
+    return y, ops.stop_gradient(mean), ops.stop_gradient(variance)
+
+
 def _folded_batch_norm_matmul_train(z2d, gamma, beta, kernel, epsilon):
     """`BN(z2d) @ kernel` in training mode, BN folded into the matmul, closed-form gradient.
 
@@ -613,32 +670,21 @@ class FastBatchNormalization(keras.layers.BatchNormalization):
         Training (batch statistics, moving averages updated exactly as the
         layer does) and inference (moving statistics) alike. Same function;
         rounding differs from normalising first by ~1e-6 relative. The caller
-        checks `can_fold` first.
+        checks `can_fold` first. See `folded_batch_norm_matmul` for the
+        functional form.
         """
         training = bool(training) and self.trainable
-        stats_dtype = keras.backend.result_type(inputs.dtype, "float32")
-        channels = inputs.shape[-1]
-        z2d = ops.reshape(inputs, (-1, channels))
+        y, mean, variance = folded_batch_norm_matmul(
+            inputs, kernel, self.gamma, self.beta, self.moving_mean, self.moving_variance,
+            self.epsilon, training, self.formulation)
         if training:
-            if (resolve_batch_norm_formulation(self.formulation) == "matmul"
-                    and inputs.dtype == stats_dtype):
-                y, mean, variance = _folded_batch_norm_matmul_train(
-                    z2d, ops.cast(self.gamma, stats_dtype), ops.cast(self.beta, stats_dtype),
-                    ops.cast(kernel, stats_dtype), self.epsilon)
-                self._update_moving(mean, variance, stats_dtype)
-                return ops.reshape(y, tuple(ops.shape(inputs)[:-1]) + (kernel.shape[-1],))
-            mean, variance = ops.moments(ops.cast(z2d, stats_dtype), axes=[0])
-            self._update_moving(mean, variance, stats_dtype)
-        else:
-            mean = ops.cast(self.moving_mean, stats_dtype)
-            variance = ops.cast(self.moving_variance, stats_dtype)
-        scale = ops.cast(self.gamma, stats_dtype) * ops.rsqrt(variance + self.epsilon)
-        shift = ops.cast(self.beta, stats_dtype) - mean * scale
-        kernel = ops.cast(kernel, stats_dtype)
-        folded = ops.cast(ops.expand_dims(scale, 1) * kernel, inputs.dtype)
-        bias = ops.cast(ops.matmul(ops.expand_dims(shift, 0), kernel), inputs.dtype)
-        y = ops.matmul(z2d, folded) + bias
-        return ops.reshape(y, tuple(ops.shape(inputs)[:-1]) + (kernel.shape[-1],))
+            self._update_moving(mean, variance, mean.dtype)
+        return y
+
+    def statistics(self):
+        """`(gamma, beta, moving_mean, moving_variance)`: the tensors the functional
+        forms (`batch_norm`, `folded_batch_norm_matmul`) take."""
+        return self.gamma, self.beta, self.moving_mean, self.moving_variance
 
     def _update_moving(self, mean, variance, dtype):
         self.moving_mean.assign(ops.cast(self.moving_mean, dtype) * self.momentum

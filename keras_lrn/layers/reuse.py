@@ -17,9 +17,15 @@ from keras_lrn.layers.fast_conv import (
     FastBatchNormalization,
     FastDepthwiseConv2D,
     GroupedPointwiseConv2D,
+    batch_norm,
+    folded_batch_norm_matmul,
 )
 
 SHUFFLE_MODES = ("standard", "lru")
+
+# `LRUBlock(unroll="auto")` per backend (measured with LruNet-14, batch 128, CPU;
+# benchmarks/RESULTS.md): the formulation with the faster training step.
+_AUTO_UNROLL = {"jax": True, "tensorflow": False}
 
 
 def channel_shuffle(x, groups):
@@ -65,6 +71,11 @@ def lru_channel_shuffle(x, formulation="auto"):
         raise ValueError("`formulation` must be 'auto', 'stack' or 'flip'. Received: "
                          f"formulation={formulation!r}")
     return ops.reshape(y, (-1,) + lead + (c,))
+
+
+def lru_channel_unshuffle(x):
+    """The inverse of `lru_channel_shuffle`: input i = output 2i+1, input C/2+i = output 2i."""
+    return ops.concatenate([x[..., 1::2], x[..., 0::2]], axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="keras_lrn")
@@ -142,6 +153,13 @@ class LRUBlock(keras.layers.Layer):
         groups: int. Groups of the 1x1 conv. Defaults to 8.
         depthwise_formulation, pointwise_formulation: forwarded to
             `FastDepthwiseConv2D` / `GroupedPointwiseConv2D` ("auto": per backend).
+        unroll: "auto", True or False. False: the N reuses run as one loop body,
+            traced and compiled once whatever N is; True: N traced copies (what
+            a plain Python loop gives). Same function and weights either way.
+            "auto" (default) picks the faster training step per backend: True on
+            JAX (XLA fuses across the copies; the loop's stacked residuals cost
+            ~15 % per step, for ~30 % less compile time), False on TensorFlow
+            (same step time, ~30 % less compile time).
 
     Example:
     ```python
@@ -154,7 +172,7 @@ class LRUBlock(keras.layers.Layer):
     """
 
     def __init__(self, planes, n_iter=1, expansion=2, groups=8, depthwise_formulation="auto",
-                 pointwise_formulation="auto", **kwargs):
+                 pointwise_formulation="auto", unroll="auto", **kwargs):
         super().__init__(**kwargs)
         for value, arg in ((planes, "planes"), (n_iter, "n_iter"), (expansion, "expansion"),
                            (groups, "groups")):
@@ -171,6 +189,10 @@ class LRUBlock(keras.layers.Layer):
         self.groups = groups
         self.depthwise_formulation = depthwise_formulation
         self.pointwise_formulation = pointwise_formulation
+        if unroll not in ("auto", True, False):
+            raise ValueError("`unroll` must be 'auto', True or False. Received: "
+                             f"unroll={unroll!r}")
+        self.unroll = unroll
         wide = planes * expansion
         self.dw = FastDepthwiseConv2D(
             3, padding=1, depth_multiplier=expansion, use_bias=False,
@@ -201,6 +223,14 @@ class LRUBlock(keras.layers.Layer):
             bn.build(input_shape)
 
     def call(self, inputs, training=None):
+        unroll = self.unroll
+        if unroll == "auto":
+            unroll = _AUTO_UNROLL.get(keras.backend.backend(), False)
+        if unroll or self.n_iter == 1 or not self._loopable(inputs):
+            return self._call_unrolled(inputs, training)
+        return self._call_loop(inputs, training)
+
+    def _call_unrolled(self, inputs, training):
         x = inputs
         for i in range(self.n_iter):
             out = self.dw(x)
@@ -214,6 +244,57 @@ class LRUBlock(keras.layers.Layer):
             x = ops.relu(out + x)
             if i < self.n_iter - 1:
                 x = lru_channel_shuffle(x)
+        return x
+
+    def _loopable(self, inputs):
+        bns = self.dw_bns + self.pw_bns
+        return (self.pw.bias is None and all(bn.can_fold(inputs) for bn in bns)
+                and len({bn.trainable for bn in bns}) == 1
+                and len({(bn.epsilon, bn.formulation) for bn in bns}) == 1)
+
+    def _call_loop(self, inputs, training):
+        """The N reuses as ONE loop body (`ops.fori_loop`): traced and compiled once.
+
+        Iteration i reads its BN parameters from the (N, C) stacks of the
+        per-reuse BNs' weights and returns its batch statistics, which update
+        the BNs' moving averages after the loop. The shuffle runs at the start
+        of every iteration; the input is un-shuffled once beforehand, so
+        iteration 0 sees the input itself. Same function as the unrolled loop.
+        """
+        n = self.n_iter
+        update = bool(training) and self.dw_bns[0].trainable
+        epsilon, formulation = self.dw_bns[0].epsilon, self.dw_bns[0].formulation
+        stats_dtype = keras.backend.result_type(inputs.dtype, "float32")
+        stacks = [ops.stack([ops.cast(t, stats_dtype) for t in tensors])
+                  for bns in (self.dw_bns, self.pw_bns)
+                  for tensors in zip(*(bn.statistics() for bn in bns))]
+        pw_kernel = self.pw.dense_kernel()
+        wide = self.planes * self.expansion
+        zeros = tuple(ops.zeros((n, c), stats_dtype)
+                      for c in (wide, wide, self.planes, self.planes)) if update else ()
+
+        def body(i, carry):
+            x, stats = carry
+            dw_gamma, dw_beta, dw_mean, dw_var, pw_gamma, pw_beta, pw_mean, pw_var = (
+                ops.take(t, i, axis=0) for t in stacks)
+            x = lru_channel_shuffle(x)
+            out, m1, v1 = folded_batch_norm_matmul(
+                self.dw(x), pw_kernel, dw_gamma, dw_beta, dw_mean, dw_var, epsilon, update,
+                formulation)
+            out, m2, v2 = batch_norm(out, pw_gamma, pw_beta, pw_mean, pw_var, epsilon, update,
+                                     formulation)
+            x = ops.relu(out + x)
+            if update:
+                # (statistics carry no gradient; TF has none for the update op)
+                stats = tuple(ops.stop_gradient(ops.slice_update(s, (i, 0), ops.expand_dims(v, 0)))
+                              for s, v in zip(stats, (m1, v1, m2, v2)))
+            return x, stats
+
+        x, stats = ops.fori_loop(0, n, body, (lru_channel_unshuffle(inputs), zeros))
+        if update:
+            for i in range(n):
+                self.dw_bns[i]._update_moving(stats[0][i], stats[1][i], stats_dtype)
+                self.pw_bns[i]._update_moving(stats[2][i], stats[3][i], stats_dtype)
         return x
 
     def compute_output_shape(self, input_shape):
@@ -232,5 +313,5 @@ class LRUBlock(keras.layers.Layer):
         config = super().get_config()
         config.update(planes=self.planes, n_iter=self.n_iter, expansion=self.expansion,
                       groups=self.groups, depthwise_formulation=self.depthwise_formulation,
-                      pointwise_formulation=self.pointwise_formulation)
+                      pointwise_formulation=self.pointwise_formulation, unroll=self.unroll)
         return config
