@@ -237,7 +237,8 @@ class LRUBlock(keras.layers.Layer):
             bn = self.dw_bns[i]
             if self.pw.bias is None and bn.can_fold(out):
                 # pw(dw_bn(out)) with the BN folded into the 1x1 kernel (no normalised copy)
-                out = bn.fold_into_matmul(out, self.pw.dense_kernel(), training=training)
+                out = bn.fold_into_matmul(out, self.pw.kernel[0, 0], training, self.groups,
+                                          self.pw.matmul_formulation())
             else:
                 out = self.pw(bn(out, training=training))
             out = self.pw_bns[i](out, training=training)
@@ -268,7 +269,7 @@ class LRUBlock(keras.layers.Layer):
         stacks = [ops.stack([ops.cast(t, stats_dtype) for t in tensors])
                   for bns in (self.dw_bns, self.pw_bns)
                   for tensors in zip(*(bn.statistics() for bn in bns))]
-        pw_kernel = self.pw.dense_kernel()
+        pw_kernel, pw_formulation = self.pw.kernel[0, 0], self.pw.matmul_formulation()
         wide = self.planes * self.expansion
         zeros = tuple(ops.zeros((n, c), stats_dtype)
                       for c in (wide, wide, self.planes, self.planes)) if update else ()
@@ -280,7 +281,7 @@ class LRUBlock(keras.layers.Layer):
             x = lru_channel_shuffle(x)
             out, m1, v1 = folded_batch_norm_matmul(
                 self.dw(x), pw_kernel, dw_gamma, dw_beta, dw_mean, dw_var, epsilon, update,
-                formulation)
+                formulation, self.groups, pw_formulation)
             out, m2, v2 = batch_norm(out, pw_gamma, pw_beta, pw_mean, pw_var, epsilon, update,
                                      formulation)
             x = ops.relu(out + x)

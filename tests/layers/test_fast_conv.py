@@ -61,7 +61,7 @@ def test_depthwise_matches_reference(formulation, mult, stride, padding):
         np.testing.assert_allclose(y, to_numpy(ref(x)), atol=1e-5)
 
 
-@pytest.mark.parametrize("formulation", ["native", "einsum", "blockdiag", "auto"])
+@pytest.mark.parametrize("formulation", ["native", "einsum", "blockdiag", "batched", "auto"])
 @pytest.mark.parametrize("groups", [1, 3, 8])
 def test_grouped_pointwise_matches_reference(formulation, groups):
     rng = np.random.default_rng(1)
@@ -78,7 +78,8 @@ def test_gradients_agree_across_formulations():
     rng = np.random.default_rng(2)
     x = rng.standard_normal((2, 6, 6, 16)).astype("float32")
     results = {}
-    for dwf, pwf in (("native", "native"), ("shift", "einsum"), ("shift", "blockdiag")):
+    for dwf, pwf in (("native", "native"), ("shift", "einsum"), ("shift", "blockdiag"),
+                     ("shift", "batched")):
         keras.utils.set_random_seed(0)
         inp = keras.Input((6, 6, 16))
         h = FastDepthwiseConv2D(3, depth_multiplier=2, formulation=dwf)(inp)
@@ -121,7 +122,12 @@ def test_shift_depthwise_custom_gradient_matches_autodiff(monkeypatch, batch, mu
 def test_auto_formulation_per_backend():
     assert fast_conv.resolve_depthwise_formulation("auto", "jax") == "shift"
     assert fast_conv.resolve_depthwise_formulation("auto", "tensorflow") == "native"
+    assert fast_conv.resolve_pointwise_formulation("auto", "jax", group_channels=64) == "batched"
+    assert fast_conv.resolve_pointwise_formulation("auto", "jax", group_channels=16) == "blockdiag"
     assert fast_conv.resolve_pointwise_formulation("auto", "jax") == "blockdiag"
+    for channels in (16, 64):
+        assert fast_conv.resolve_pointwise_formulation("auto", "tensorflow",
+                                                       group_channels=channels) == "blockdiag"
     assert fast_conv.resolve_depthwise_formulation("shift", "tensorflow") == "shift"
 
 
@@ -242,26 +248,34 @@ def test_fast_batch_norm_config_and_args():
 class _BatchNormThenMatmul(keras.layers.Layer):
     """BN followed by a (16 -> 8) matmul, folded (`fold_into_matmul`) or not."""
 
-    def __init__(self, fold, formulation="auto", **kwargs):
+    def __init__(self, fold, formulation="auto", groups=1, matmul_formulation="blockdiag",
+                 **kwargs):
         super().__init__(**kwargs)
         self.fold = fold
+        self.groups = groups
+        self.matmul_formulation = matmul_formulation
         self.bn = FastBatchNormalization(momentum=0.9, epsilon=1e-5, formulation=formulation,
                                          gamma_initializer="random_normal",
                                          beta_initializer="random_normal")
 
     def build(self, input_shape):
         self.bn.build(input_shape)
-        self.kernel = self.add_weight(shape=(input_shape[-1], 8), initializer="random_normal")
+        self.kernel = self.add_weight(shape=(input_shape[-1] // self.groups, 8),
+                                      initializer="random_normal")
 
     def call(self, z, training=None):
         if self.fold:
             assert self.bn.can_fold(z)
-            return self.bn.fold_into_matmul(z, self.kernel, training=training)
-        return keras.ops.matmul(self.bn(z, training=training), self.kernel)
+            return self.bn.fold_into_matmul(z, self.kernel, training, self.groups,
+                                            self.matmul_formulation)
+        return keras.ops.matmul(self.bn(z, training=training),
+                                fast_conv.block_diagonal_kernel(self.kernel, self.groups))
 
 
-@pytest.mark.parametrize("formulation", ["native", "matmul"])
-def test_batch_norm_folded_into_matmul(formulation):
+@pytest.mark.parametrize("formulation,groups,matmul_formulation", [
+    ("native", 1, "blockdiag"), ("matmul", 1, "blockdiag"), ("native", 4, "batched"),
+    ("native", 4, "einsum"), ("matmul", 4, "blockdiag"), ("native", 4, "blockdiag")])
+def test_batch_norm_folded_into_matmul(formulation, groups, matmul_formulation):
     """`fold_into_matmul` = BN then matmul: outputs (training and inference), moving
     statistics, and after one SGD step every weight (input-side Dense, gamma, beta, kernel),
     so every gradient, agree with the unfolded layers."""
@@ -272,7 +286,7 @@ def test_batch_norm_folded_into_matmul(formulation):
     for fold in (True, False):
         keras.utils.set_random_seed(7)
         inp = keras.Input((5, 5, 16))
-        out = _BatchNormThenMatmul(fold, formulation)(keras.layers.Dense(16, use_bias=False)(inp))
+        out = _BatchNormThenMatmul(fold, formulation, groups, matmul_formulation)(keras.layers.Dense(16, use_bias=False)(inp))
         model = keras.Model(inp, out)
         model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
         models.append(model)
