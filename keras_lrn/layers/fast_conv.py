@@ -50,7 +50,8 @@ POINTWISE_FORMULATIONS = ("auto", "native", "einsum", "blockdiag", "batched")
 
 # Fastest measured formulation per backend (benchmarks/lrunet_speed.py).
 _AUTO_DEPTHWISE = {"jax": "shift", "tensorflow": "native"}
-_AUTO_POINTWISE = {"jax": "batched", "tensorflow": "blockdiag"}
+# (formulation, from how many input channels per group on; "blockdiag" below)
+_AUTO_POINTWISE = {"jax": ("batched", 32), "tensorflow": ("batched", 64)}
 BATCH_NORM_FORMULATIONS = ("auto", "native", "matmul")
 _AUTO_BATCH_NORM = {"jax": "native", "tensorflow": "matmul"}
 
@@ -65,17 +66,18 @@ def resolve_depthwise_formulation(formulation="auto", backend=None):
 def resolve_pointwise_formulation(formulation="auto", backend=None, group_channels=None):
     """The grouped-1x1 formulation used for `formulation` on `backend` (default: current).
 
-    "auto" on JAX is "batched" from `group_channels` (input channels per group)
-    >= 32 on, and "blockdiag" below (or when unknown): at 16 channels per group
-    the batched matmuls are too thin (LRU block at 16x16x128 -> 64: ~8 % slower
-    training step), from 64 on they win (1024 -> 512: 2.7x faster than the
-    block-diagonal GEMM's 8x MACs).
+    "auto" is "batched" from 32 input channels per group (`group_channels`) on
+    JAX and from 64 on TensorFlow, "blockdiag" below (or when unknown): at 16
+    channels per group the batched matmuls are too thin (LRU block at
+    16x16x128 -> 64 on JAX: ~8 % slower training step), at 128 they win
+    (1024 -> 512: 2.7x faster than the block-diagonal GEMM's 8x MACs).
     """
     if formulation != "auto":
         return formulation
-    choice = _AUTO_POINTWISE.get(backend or keras.backend.backend(), "blockdiag")
-    if choice == "batched" and (group_channels is None or group_channels < 32):
-        choice = "blockdiag"
+    choice, threshold = _AUTO_POINTWISE.get(backend or keras.backend.backend(),
+                                            ("blockdiag", 0))
+    if group_channels is None or group_channels < threshold:
+        return "blockdiag"
     return choice
 
 
@@ -543,9 +545,8 @@ def folded_batch_norm_matmul(z, kernel, gamma, beta, moving_mean, moving_varianc
     kernel = ops.cast(kernel, stats_dtype)
     if training:
         if resolve_batch_norm_formulation(formulation) == "matmul" and z.dtype == stats_dtype:
-            dense = kernel if groups == 1 else block_diagonal_kernel(kernel, groups)
-            y, mean, variance = _folded_batch_norm_matmul_train(z2d, gamma, beta, dense,
-                                                                epsilon)
+            y, mean, variance = _folded_batch_norm_matmul_train(
+                z2d, gamma, beta, kernel, epsilon, groups, matmul_formulation)
             return ops.reshape(y, out_shape), mean, variance
         mean, variance = ops.moments(ops.cast(z2d, stats_dtype), axes=[0])
     else:
@@ -559,20 +560,56 @@ def folded_batch_norm_matmul(z, kernel, gamma, beta, moving_mean, moving_varianc
     return ops.reshape(y, out_shape), ops.stop_gradient(mean), ops.stop_gradient(variance)
 
 
-def _folded_batch_norm_matmul_train(z2d, gamma, beta, kernel, epsilon):
-    """`BN(z2d) @ kernel` in training mode, BN folded into the matmul, closed-form gradient.
+def _transpose_grouped(kernel, groups):
+    """The grouped kernel (cout_g, in) of the transpose of the block-diagonal matrix of
+    the grouped kernel (cin_g, out): `grouped_matmul(dy, _transpose_grouped(K, g), g)`
+    is `dy @ block_diagonal_kernel(K, g).T`."""
+    cin_g, cout = kernel.shape
+    k = ops.transpose(ops.reshape(kernel, (cin_g, groups, cout // groups)), (2, 1, 0))
+    return ops.reshape(k, (cout // groups, groups * cin_g))
 
-    Returns `(y, batch mean, biased batch variance)`. With s = gamma / std,
-    F = s[:, None] * K and b = (beta - mean * s) @ K, y = z @ F + b. Given
-    G = dL/dy, n rows and M = z^T G (the kernel-gradient matmul):
+
+def _grouped_gram(z2d, dy, groups, cin_g):
+    """The diagonal blocks of `z2d.T @ dy` in the grouped kernel layout (cin_g, out)."""
+    cout_g = dy.shape[-1] // groups
+    zg = ops.transpose(ops.reshape(z2d, (-1, groups, cin_g)), (1, 2, 0))  # (g, cin_g, n)
+    dyg = ops.transpose(ops.reshape(dy, (-1, groups, cout_g)), (1, 0, 2))  # (g, n, cout_g)
+    m = ops.transpose(ops.matmul(zg, dyg), (1, 0, 2))  # (cin_g, g, cout_g)
+    return ops.reshape(m, (cin_g, groups * cout_g))
+
+
+def _grouped_row_sums(matrix, groups):
+    """Per input channel (g * cin_g + i) sums of row i of group g's columns of a
+    grouped-layout (cin_g, out) matrix -> (in,)."""
+    cin_g, cout = matrix.shape
+    sums = ops.sum(ops.reshape(matrix, (cin_g, groups, cout // groups)), axis=2)
+    return ops.reshape(ops.transpose(sums), (-1,))
+
+
+def _folded_batch_norm_matmul_train(z2d, gamma, beta, kernel, epsilon, groups=1,
+                                    formulation="blockdiag"):
+    """`grouped_matmul(BN(z2d), kernel)` in training mode, BN folded into the kernel,
+    closed-form gradient. Returns `(y, batch mean, biased batch variance)`.
+
+    With s = gamma / std, F = s[:, None] * K and b = (beta - mean * s) @ K
+    (K the block-diagonal matrix of the grouped kernel), y = z @ F + b. Given
+    G = dL/dy, n rows and M = z^T G (only K's diagonal blocks are needed):
 
         dF = M, db = sum_rows(G), dbeta = K db,
         ds = rowsum(M * K) - mean * dbeta,  dgamma = ds / std,
         dK = s[:, None] * M + outer(beta - mean * s, db),
         dz = G F^T - s * dbeta / n - (z - mean) * gamma * ds / (n std^3)
 
-    (the mean's path through the variance vanishes). The sums are matmuls.
+    (the mean's path through the variance vanishes). The channel sums are
+    matmuls; with groups > 1 and a formulation other than "blockdiag" every
+    product is a per-group batched matmul (exactly the grouped MACs).
     """
+    dense = groups == 1 or formulation == "blockdiag"
+    if dense and groups > 1:
+        # the block-diagonal matrix; autodiff maps its gradient back to the grouped kernel
+        return _folded_batch_norm_matmul_train(z2d, gamma, beta,
+                                               block_diagonal_kernel(kernel, groups), epsilon)
+    cin_g = kernel.shape[0]
 
     @ops.custom_gradient
     def folded(z2d, gamma, beta, kernel):
@@ -585,20 +622,31 @@ def _folded_batch_norm_matmul_train(z2d, gamma, beta, kernel, epsilon):
         inv = ops.rsqrt(variance + epsilon)
         scale = gamma * inv
         shift = beta - mean * scale
-        folded_kernel = ops.expand_dims(scale, 1) * kernel
-        y = ops.matmul(z2d, folded_kernel) + ops.matmul(ops.expand_dims(shift, 0), kernel)
+        folded_kernel = _fold_rows(scale, kernel, groups)
+        bias = ops.sum(_fold_rows(shift, kernel, groups), axis=0)
+        y = grouped_matmul(z2d, folded_kernel, groups, formulation) + bias
 
         def grad(*args, upstream=None):
             dy = args[0] if upstream is None else upstream
             if isinstance(dy, (tuple, list)):
                 dy = dy[0]
-            m = ops.matmul(ops.transpose(z2d), dy)
             db = _channel_sum(dy, ones)
-            dbeta = ops.reshape(ops.matmul(kernel, ops.expand_dims(db, 1)), (-1,))
-            dscale = ops.sum(m * kernel, axis=1) - mean * dbeta
+            if groups == 1:
+                m = ops.matmul(ops.transpose(z2d), dy)
+                dbeta = ops.reshape(ops.matmul(kernel, ops.expand_dims(db, 1)), (-1,))
+                dscale = ops.sum(m * kernel, axis=1) - mean * dbeta
+                dkernel = ops.expand_dims(scale, 1) * m + ops.expand_dims(shift, 1) * db
+                dz_direct = ops.matmul(dy, ops.transpose(folded_kernel))
+            else:
+                m = _grouped_gram(z2d, dy, groups, cin_g)
+                dbeta = _grouped_row_sums(kernel * db, groups)
+                dscale = _grouped_row_sums(m * kernel, groups) - mean * dbeta
+                dkernel = (_fold_rows(scale, m, groups)
+                           + _fold_rows(shift, ops.zeros_like(m) + db, groups))
+                dz_direct = grouped_matmul(dy, _transpose_grouped(folded_kernel, groups),
+                                           groups, formulation)
             dgamma = dscale * inv
-            dkernel = ops.expand_dims(scale, 1) * m + ops.expand_dims(shift, 1) * db
-            dz = (ops.matmul(dy, ops.transpose(folded_kernel)) - scale * dbeta / n
+            dz = (dz_direct - scale * dbeta / n
                   - centered * (gamma * dscale * inv * inv * inv / n))
             return dz, dgamma, dbeta, dkernel
 

@@ -125,9 +125,10 @@ def test_auto_formulation_per_backend():
     assert fast_conv.resolve_pointwise_formulation("auto", "jax", group_channels=64) == "batched"
     assert fast_conv.resolve_pointwise_formulation("auto", "jax", group_channels=16) == "blockdiag"
     assert fast_conv.resolve_pointwise_formulation("auto", "jax") == "blockdiag"
-    for channels in (16, 64):
-        assert fast_conv.resolve_pointwise_formulation("auto", "tensorflow",
-                                                       group_channels=channels) == "blockdiag"
+    assert fast_conv.resolve_pointwise_formulation("auto", "tensorflow",
+                                                   group_channels=32) == "blockdiag"
+    assert fast_conv.resolve_pointwise_formulation("auto", "tensorflow",
+                                                   group_channels=64) == "batched"
     assert fast_conv.resolve_depthwise_formulation("shift", "tensorflow") == "shift"
 
 
@@ -274,7 +275,8 @@ class _BatchNormThenMatmul(keras.layers.Layer):
 
 @pytest.mark.parametrize("formulation,groups,matmul_formulation", [
     ("native", 1, "blockdiag"), ("matmul", 1, "blockdiag"), ("native", 4, "batched"),
-    ("native", 4, "einsum"), ("matmul", 4, "blockdiag"), ("native", 4, "blockdiag")])
+    ("native", 4, "einsum"), ("matmul", 4, "blockdiag"), ("native", 4, "blockdiag"),
+    ("matmul", 4, "batched"), ("matmul", 4, "einsum")])
 def test_batch_norm_folded_into_matmul(formulation, groups, matmul_formulation):
     """`fold_into_matmul` = BN then matmul: outputs (training and inference), moving
     statistics, and after one SGD step every weight (input-side Dense, gamma, beta, kernel),
