@@ -79,7 +79,8 @@ class LruNet(base.FunctionalModel):
             `keras_lrn.models.load_reference_checkpoint`'s converter) or of a
             Keras weights file.
         input_tensor: optional Keras tensor to use as the image input.
-        depthwise_formulation, pointwise_formulation: see `LRUBlock`.
+        depthwise_formulation, pointwise_formulation, unroll: see `LRUBlock`
+            (`unroll=False` compiles each block's reuse loop once on every backend).
         name: model name.
 
     The output is the reference's *rectified* logits (>= 0), shape (batch, classes).
@@ -95,7 +96,7 @@ class LruNet(base.FunctionalModel):
 
     def __init__(self, layer_reuse=8, width_mult=1.0, dropout=0.5, classes=10, input_shape=None,
                  weights=None, input_tensor=None, depthwise_formulation="auto",
-                 pointwise_formulation="auto", name=None, dtype=None, **kwargs):
+                 pointwise_formulation="auto", unroll="auto", name=None, dtype=None, **kwargs):
         base.check_positive_int(layer_reuse, "layer_reuse")
         base.check_positive_int(classes, "classes")
         cfg = _check_width(width_mult)
@@ -130,7 +131,7 @@ class LruNet(base.FunctionalModel):
         if cfg[0] == 2 * stem:
             x = duplicate_channels(x, "features_cat", dtype)
         blocks = dict(n_iter=layer_reuse, depthwise_formulation=depthwise_formulation,
-                      pointwise_formulation=pointwise_formulation, dtype=dtype)
+                      pointwise_formulation=pointwise_formulation, unroll=unroll, dtype=dtype)
         x = LRUBlock(cfg[0], name="stage1", **blocks)(x)
         x = max_pool_torch(x, "pool1", dtype)
         x = duplicate_channels(x, "cat1", dtype)
@@ -161,7 +162,8 @@ class LruNet(base.FunctionalModel):
         self._store_config(layer_reuse=layer_reuse, width_mult=width_mult, dropout=dropout,
                            classes=classes, input_shape=tuple(inputs.shape[1:]), weights=None,
                            input_tensor=None, depthwise_formulation=depthwise_formulation,
-                           pointwise_formulation=pointwise_formulation, dtype=dtype)
+                           pointwise_formulation=pointwise_formulation, unroll=unroll,
+                           dtype=dtype)
         load_weights_argument(self, weights, "LruNet")
 
 

@@ -75,8 +75,9 @@ def test_forward_rectified_logits(width, shape):
     assert (y >= 0).all()
 
 
-def test_save_reload_keeps_sharing():
-    model = models.LruNet(layer_reuse=2, width_mult=0.5)
+@pytest.mark.parametrize("unroll", ["auto", False])
+def test_save_reload_keeps_sharing(unroll):
+    model = models.LruNet(layer_reuse=2, width_mult=0.5, unroll=unroll)
     x = np.random.default_rng(1).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
     reloaded = run_model_test(model, x, atol=1e-5)
     assert len(reloaded.weights) == len(model.weights)
@@ -101,6 +102,7 @@ def test_train_step_runs():
     (dict(classes=0), "classes"),
     (dict(input_shape=(64, 64, 3)), "2x2"),
     (dict(weights=3), "weights"),
+    (dict(unroll="no"), "unroll"),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
