@@ -33,6 +33,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_lrn.layers.fast_conv import FastBatchNormalization
+
 VARIANTS = ("single", "double", "shared_only", "non_shared")
 
 
@@ -182,7 +184,7 @@ def basis_conv(x, filters, name, shared=None, unique_rank=0, strides=1, dtype=No
         parts.append(shared(x))
     y = parts[0] if len(parts) == 1 else keras.layers.Concatenate(
         axis=-1, name=f"{name}_concat", dtype=dtype)(parts)
-    bn = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_basis_bn",
+    bn = FastBatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_basis_bn",
                                          dtype=dtype)  # PyTorch BN defaults
     y = bn(y)
     coeff = keras.layers.Conv2D(filters, 1, use_bias=False, kernel_initializer=init,

@@ -45,7 +45,7 @@ import math
 import keras
 from keras import ops
 
-from keras_lrn.layers.fast_conv import FastDepthwiseConv2D
+from keras_lrn.layers.fast_conv import FastBatchNormalization, FastDepthwiseConv2D
 
 RECURRENT_KINDS = ("dense", "depthwise")
 JOIN_ACTIVATIONS = ("relu", "relu6")
@@ -192,7 +192,7 @@ def rla_update(h, y, conv_out, recurrent_conv, name, dtype=None):
         The new hidden state.
     """
     h = keras.layers.Add(name=f"{name}_add", dtype=dtype)([h, conv_out(y)])
-    h = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name, dtype=dtype)(h)
+    h = FastBatchNormalization(momentum=0.9, epsilon=1e-5, name=name, dtype=dtype)(h)
     h = keras.layers.Activation("tanh", name=f"{name}_tanh", dtype=dtype)(h)
     return recurrent_conv(h)
 
@@ -212,7 +212,7 @@ def rla_join(x, h, bn_name, activation="relu", name=None, dtype=None):
         raise ValueError(f"`activation` must be one of "
                          f"{', '.join(map(repr, JOIN_ACTIVATIONS))}. "
                          f"Received: activation={activation!r}")
-    h = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=bn_name, dtype=dtype)(h)
+    h = FastBatchNormalization(momentum=0.9, epsilon=1e-5, name=bn_name, dtype=dtype)(h)
     h = keras.layers.ReLU(6.0 if activation == "relu6" else None, name=f"{bn_name}_relu",
                           dtype=dtype)(h)
     return rla_concat(x, h, name or f"{bn_name}_concat", dtype)

@@ -64,8 +64,13 @@ def _history(out):
 def worker_one_vs_two(out):
     """Train RUN on one device, then data-parallel on two, in this process."""
     _two_devices()
+    from keras_lrn.layers import fast_conv
     from keras_lrn.training.core import train
 
+    # A synchronised (cross-replica) BN runs Keras' own BN code; let the single device run it
+    # too, so the comparison sees the distribution alone and not TF's matmul-sum BN formulation
+    # (equal to Keras' BN within float rounding, tested in tests/layers/test_fast_conv.py).
+    fast_conv._AUTO_BATCH_NORM["tensorflow"] = "native"
     result, weights = {}, {}
     for name, extra in (("one", []), ("two", ["--distribute", "data-parallel"])):
         path = os.path.join(out, name)
