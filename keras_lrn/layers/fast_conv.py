@@ -268,9 +268,7 @@ def _depthwise(x, kernel, strides):
         y = _shifted_depthwise(x, kernel, (1, 1))
 
         def grad(*args, upstream=None):
-            dy = args[0] if upstream is None else upstream
-            if isinstance(dy, (tuple, list)):
-                dy = dy[0]
+            dy = _upstream(args, upstream)
             return _depthwise_input_grad(dy, kernel), _depthwise_kernel_grad(x, dy, kernel.shape)
 
         return y, grad
@@ -462,6 +460,25 @@ def _channel_sum(x2d, ones):
     return ops.reshape(ops.matmul(ones, x2d), (-1,))
 
 
+def _upstream(args, upstream):
+    """The cotangent of a custom gradient's first output, however the backend passes it
+    (TF: positional; JAX: `upstream`, possibly the tuple of all outputs' cotangents)."""
+    dy = args[0] if upstream is None else upstream
+    return dy[0] if isinstance(dy, (tuple, list)) else dy
+
+
+def _matmul_moments(x2d, epsilon):
+    """Batch statistics of a (M, C) matrix with the sums as matmuls:
+    `(n, ones(1, M), mean, x - mean, biased variance, 1 / sqrt(variance + epsilon))`."""
+    rows = ops.shape(x2d)[0]
+    n = ops.cast(rows, x2d.dtype)
+    ones = ops.ones((1, rows), x2d.dtype)
+    mean = _channel_sum(x2d, ones) / n
+    centered = x2d - mean
+    variance = _channel_sum(ops.square(centered), ones) / n
+    return n, ones, mean, centered, variance, ops.rsqrt(variance + epsilon)
+
+
 def _batch_norm_train(x2d, gamma, beta, epsilon):
     """Training-mode BN of a (M, C) matrix: `(y, batch mean, biased batch variance)`.
 
@@ -475,20 +492,12 @@ def _batch_norm_train(x2d, gamma, beta, epsilon):
 
     @ops.custom_gradient
     def bn(x2d, gamma, beta):
-        rows = ops.shape(x2d)[0]
-        n = ops.cast(rows, x2d.dtype)
-        ones = ops.ones((1, rows), x2d.dtype)
-        mean = _channel_sum(x2d, ones) / n
-        centered = x2d - mean
-        variance = _channel_sum(ops.square(centered), ones) / n
-        inv = ops.rsqrt(variance + epsilon)
+        n, ones, mean, centered, variance, inv = _matmul_moments(x2d, epsilon)
         scale = gamma * inv
         y = centered * scale + beta
 
         def grad(*args, upstream=None):
-            dy = args[0] if upstream is None else upstream
-            if isinstance(dy, (tuple, list)):  # JAX passes the cotangent of all outputs
-                dy = dy[0]
+            dy = _upstream(args, upstream)
             dbeta = _channel_sum(dy, ones)
             dcentered = _channel_sum(dy * centered, ones)
             dgamma = dcentered * inv
@@ -613,13 +622,7 @@ def _folded_batch_norm_matmul_train(z2d, gamma, beta, kernel, epsilon, groups=1,
 
     @ops.custom_gradient
     def folded(z2d, gamma, beta, kernel):
-        rows = ops.shape(z2d)[0]
-        n = ops.cast(rows, z2d.dtype)
-        ones = ops.ones((1, rows), z2d.dtype)
-        mean = _channel_sum(z2d, ones) / n
-        centered = z2d - mean
-        variance = _channel_sum(ops.square(centered), ones) / n
-        inv = ops.rsqrt(variance + epsilon)
+        n, ones, mean, centered, variance, inv = _matmul_moments(z2d, epsilon)
         scale = gamma * inv
         shift = beta - mean * scale
         folded_kernel = _fold_rows(scale, kernel, groups)
@@ -627,9 +630,7 @@ def _folded_batch_norm_matmul_train(z2d, gamma, beta, kernel, epsilon, groups=1,
         y = grouped_matmul(z2d, folded_kernel, groups, formulation) + bias
 
         def grad(*args, upstream=None):
-            dy = args[0] if upstream is None else upstream
-            if isinstance(dy, (tuple, list)):
-                dy = dy[0]
+            dy = _upstream(args, upstream)
             db = _channel_sum(dy, ones)
             if groups == 1:
                 m = ops.matmul(ops.transpose(z2d), dy)
