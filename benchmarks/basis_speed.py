@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -37,40 +36,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from _torch_reference import torch_steps  # noqa: E402
 
 from keras_lrn import models  # noqa: E402
 from keras_lrn.testing import count_params  # noqa: E402
-
-# Spec section 4 protocol, run with the interpreter that has torch. argv: file, factory
-# expression, batch, warm-up steps, timed steps. Prints one float per timed step.
-TORCH_TIMER = r"""
-import importlib.util, sys, time
-import torch
-import torch.nn.functional as F
-torch.set_num_threads(2)
-spec = importlib.util.spec_from_file_location("reference", sys.argv[1])
-ref = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(ref)
-model = eval(sys.argv[2], vars(ref))
-model.train()
-batch, warm, steps = (int(a) for a in sys.argv[3:6])
-x = torch.randn(batch, 3, 32, 32)
-y = torch.randint(0, 10, (batch,))
-for i in range(warm + steps):
-    for p in model.parameters():
-        p.grad = None
-    t = time.perf_counter()
-    F.cross_entropy(model(x), y).backward()
-    if i >= warm:
-        print(time.perf_counter() - t, flush=True)
-"""
-
-
-def torch_steps(python, path, factory, batch, warm, steps):
-    """Per-step seconds of the reference model (a fresh process: spec protocol)."""
-    out = subprocess.run([python, "-c", TORCH_TIMER, path, factory, str(batch), str(warm),
-                          str(steps)], check=True, capture_output=True, text=True).stdout
-    return [float(v) for v in out.split()]
 
 
 def _step_fn(model, x, y, jit):

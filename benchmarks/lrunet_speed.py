@@ -41,7 +41,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -49,42 +48,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from _torch_reference import torch_steps  # noqa: E402
 
 from keras_lrn.layers import fast_conv  # noqa: E402
 
 JIT = "auto"
 
-# Spec section 4 protocol, run with the interpreter that has torch. argv: file, factory
-# expression, batch, warm-up steps, timed steps. Prints one float per timed step.
-TORCH_TIMER = r"""
-import importlib.util, sys, time
-import torch
-import torch.nn.functional as F
-torch.set_num_threads(2)
-spec = importlib.util.spec_from_file_location("reference", sys.argv[1])
-ref = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(ref)
-model = eval(sys.argv[2], vars(ref))
-model.train()
-batch, warm, steps = (int(a) for a in sys.argv[3:6])
-x = torch.randn(batch, 3, 32, 32)
-y = torch.randint(0, 10, (batch,))
-for i in range(warm + steps):
-    for p in model.parameters():
-        p.grad = None
-    t = time.perf_counter()
-    F.cross_entropy(model(x), y).backward()
-    if i >= warm:
-        print(time.perf_counter() - t, flush=True)
-"""
 
 
 def torch_step_fn(python, path, factory, batch=128, warm=2, steps=3):
     """A candidate for `ab`: one fresh reference process, returns its median s/step."""
     def run():
-        out = subprocess.run([python, "-c", TORCH_TIMER, path, factory, str(batch), str(warm),
-                              str(steps)], check=True, capture_output=True, text=True).stdout
-        return statistics.median(float(v) for v in out.split())
+        return statistics.median(torch_steps(python, path, factory, batch, warm, steps))
     return run
 
 
