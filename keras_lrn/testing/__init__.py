@@ -46,28 +46,6 @@ def to_numpy(x):
     return np.asarray(keras.ops.convert_to_numpy(x))
 
 
-def gradients(fn, *args):
-    """Gradients of the scalar `fn(*args)` with respect to every (numpy) argument.
-
-    Runs on the current backend (TensorFlow's `GradientTape` or `jax.grad`) so a
-    test can compare a custom gradient with autodiff without naming the backend.
-    """
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return [np.asarray(g) for g in jax.grad(fn, argnums=tuple(range(len(args))))(*args)]
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        tensors = [tf.constant(a) for a in args]
-        with tf.GradientTape() as tape:
-            tape.watch(tensors)
-            value = fn(*tensors)
-        return [np.asarray(g) for g in tape.gradient(value, tensors)]
-    raise NotImplementedError(f"gradients() supports tensorflow and jax, not {backend!r}")
-
-
 def assert_allclose_nested(a, b, atol=1e-6, rtol=1e-6):
     if isinstance(a, dict):
         assert set(a) == set(b)

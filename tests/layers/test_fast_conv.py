@@ -8,7 +8,29 @@ from keras_lrn.layers import (
     GroupedPointwiseConv2D,
     fast_conv,
 )
-from keras_lrn.testing import assert_config_round_trip, gradients, run_model_test, to_numpy
+from keras_lrn.testing import assert_config_round_trip, run_model_test, to_numpy
+
+
+def gradients(fn, *args):
+    """Gradients of the scalar `fn(*args)` with respect to every (numpy) argument.
+
+    Runs on the current backend (TensorFlow's `GradientTape` or `jax.grad`) so the test
+    can compare a custom gradient with autodiff (test code: the library is keras.ops only).
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return [np.asarray(g) for g in jax.grad(fn, argnums=tuple(range(len(args))))(*args)]
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tensors = [tf.constant(a) for a in args]
+        with tf.GradientTape() as tape:
+            tape.watch(tensors)
+            value = fn(*tensors)
+        return [np.asarray(g) for g in tape.gradient(value, tensors)]
+    raise NotImplementedError(f"gradients() supports tensorflow and jax, not {backend!r}")
 
 
 def np_depthwise(x, k, stride, pad):
