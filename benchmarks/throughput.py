@@ -5,8 +5,10 @@
     python benchmarks/throughput.py --model lrunet14_cifar10 --mixed-precision bfloat16
 
 Compilation and warm-up are excluded: each round times `--steps` training steps
-(`model.fit` on in-memory synthetic data) and `--steps` inference batches
-(`model.predict_on_batch`). With `--vs` the two models run in one process in
+(`model.fit` on in-memory synthetic data; on TensorFlow fed as a `tf.data` dataset
+without the autotuner, as `keras_lrn.data.make_dataset` does, since with it Keras'
+own array dataset can block up to ~10 s when `fit` drops its iterator) and
+`--steps` inference batches (`model.predict_on_batch`). With `--vs` the two models run in one process in
 alternating rounds and the ratio of their medians is printed -- the fair way to
 compare on a noisy machine. Each result is appended as a JSON line to
 `--results` (default benchmarks/results.jsonl).
@@ -32,6 +34,7 @@ import sys
 import time
 
 import numpy as np
+from _fit_input import fit_input  # benchmarks/ is the script's folder
 
 BACKENDS = ("tensorflow", "jax", "torch")
 
@@ -63,8 +66,8 @@ def prepare(name, args, model_kwargs=None):
                   jit_compile={"auto": "auto", "true": True, "false": False}[args.jit_compile])
     x, y = _inputs(model, args.batch_size, args.steps)
     t0 = time.perf_counter()
-    model.fit(x[: args.batch_size * args.warmup], _slice(y, args.batch_size * args.warmup),
-              batch_size=args.batch_size, epochs=1, verbose=0)
+    n = args.batch_size * args.warmup
+    model.fit(**fit_input(x[:n], _slice(y, n), args.batch_size), epochs=1, verbose=0)
     model.predict_on_batch(x[: args.batch_size])
     compile_s = time.perf_counter() - t0
     return {"name": name, "model": model, "x": x, "y": y, "compile_s": compile_s,
@@ -80,7 +83,7 @@ def run_round(state, args):
 
     model, x, y = state["model"], state["x"], state["y"]
     t0 = time.perf_counter()
-    model.fit(x, y, batch_size=args.batch_size, epochs=1, verbose=0, shuffle=False)
+    model.fit(**fit_input(x, y, args.batch_size), epochs=1, verbose=0, shuffle=False)
     state["train"].append(len(x) / (time.perf_counter() - t0))
     t0 = time.perf_counter()
     for i in range(args.steps):

@@ -185,6 +185,15 @@ def test_fit_one_epoch(pipe, arrays):
     assert np.isfinite(history.history["loss"][0]) and "val_loss" in history.history
 
 
+@pytest.mark.skipif(not HAS_TF, reason="tf.data pipeline")
+def test_tf_pipeline_runs_without_the_autotuner(arrays):
+    # With the tuner on, dropping an iterator (fit does at every epoch end) can
+    # block for seconds; the options must survive to the dataset fit receives.
+    ds = data.make_dataset(*arrays, batch_size=32, pipeline="tf")
+    assert ds.options().autotune.enabled is False
+    assert data.set_epoch(ds, 3) is None and len(_batches(ds)) == 4
+
+
 def test_benchmark_pipeline(arrays):
     x, y = arrays
     for pipe in PIPES:
