@@ -20,13 +20,17 @@ from keras_lrn.layers.template_bank import TemplateBank  # noqa: E402
 
 __all__ += ["OrthogonalRows", "SharedConv2D", "TemplateBank"]
 from keras_lrn.layers.filter_basis import (  # noqa: E402
+    BasisCoefficients,
     OrthogonalBasis,
+    SharedBasisConv2D,
+    UniqueBasis,
     basis_conv,
     make_shared_bases,
     shared_basis,
 )
 
-__all__ += ["OrthogonalBasis", "basis_conv", "make_shared_bases", "shared_basis"]
+__all__ += ["BasisCoefficients", "OrthogonalBasis", "SharedBasisConv2D", "UniqueBasis",
+            "basis_conv", "make_shared_bases", "shared_basis"]
 from keras_lrn.layers.eca import ECA  # noqa: E402
 
 __all__ += ["ECA"]

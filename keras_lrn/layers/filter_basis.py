@@ -11,6 +11,19 @@ A 3x3 convolution `C_in -> P` becomes
 * the unique part comes first in the concat;
 * the coefficient conv is a per-layer 1x1 conv `u + s -> P`, no bias.
 
+How it is computed (same function, fewer and larger kernels):
+
+* with both parts, the concat is one convolution: the unique basis is a
+  `UniqueBasis` layer (`{name}_unique`) whose output is its kernel, and the
+  shared basis (`SharedBasisConv2D`) called on `[x, unique_kernel]` convolves
+  `x` with `cat[unique_kernel, shared_kernel]` -- one C_in -> u + s conv instead
+  of a C_in -> u conv (a few output channels, as slow as a full one), a
+  C_in -> s conv and a concat;
+* the basis BN and the coefficient conv are one layer, `BasisCoefficients`
+  (`{name}_coeff`, sublayers `bn` and `conv`): the BN is folded into the 1x1
+  kernel (`FastBatchNormalization.fold_into_matmul`), so the normalised basis
+  responses are never written.
+
 The block then applies its usual BN (and ReLU or the residual add). Variants:
 
 * ``"single"``: one shared basis per stage, used by conv1 and conv2 of every block;
@@ -97,8 +110,160 @@ class OrthogonalBasis(keras.initializers.Initializer):
         return {"parts": self.parts, "part": self.part, "seed": self.seed, "gain": self.gain}
 
 
+@keras.saving.register_keras_serializable(package="keras_lrn")
+class BasisCoefficients(keras.layers.Layer):
+    """The basis BN followed by the 1x1 coefficient conv, as one matmul.
+
+    Computes `conv(bn(z))` with `bn = FastBatchNormalization(momentum, epsilon)`
+    and `conv = Conv2D(filters, 1, use_bias=False)` (sublayers `bn` and `conv`,
+    which hold the weights), the BN folded into the kernel:
+    `bn(z) @ K = z @ (s K) + (beta - mean s) @ K`, `s = gamma / sqrt(var + eps)`.
+    Same batch statistics, moving-average updates and inference path as the two
+    layers; rounding differs by ~1e-6 relative.
+
+    Args:
+        filters: int. Output channels P.
+        kernel_initializer: initializer of the 1x1 kernel.
+        momentum: float. BN moving-average momentum (Keras convention). Defaults
+            to 0.9 (PyTorch's 0.1).
+        epsilon: float. Defaults to 1e-5 (PyTorch's).
+
+    Example:
+    ```python
+    y = BasisCoefficients(16)(keras.ops.ones((2, 8, 8, 17)))  # (2, 8, 8, 16)
+    ```
+    """
+
+    def __init__(self, filters, kernel_initializer="glorot_uniform", momentum=0.9,
+                 epsilon=1e-5, **kwargs):
+        super().__init__(**kwargs)
+        _check_rank(filters, "filters", allow_zero=False)
+        self.filters = int(filters)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bn = FastBatchNormalization(momentum=momentum, epsilon=epsilon, name="bn",
+                                         dtype=self.dtype_policy)
+        self.conv = keras.layers.Conv2D(self.filters, 1, use_bias=False,
+                                        kernel_initializer=self.kernel_initializer, name="conv",
+                                        dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        self.bn.build(input_shape)
+        self.conv.build(input_shape)
+        self.built = True
+
+    def call(self, inputs, training=None):
+        if self.bn.can_fold(inputs):
+            return self.bn.fold_into_matmul(inputs, self.conv.kernel[0, 0], training)
+        return self.conv(self.bn(inputs, training=training))
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.filters)
+
+    def compute_macs(self, input_shape):
+        """MACs of the 1x1 conv (the BN is not counted, as for `Conv2D` + BN)."""
+        return int(np.prod([1 if d is None else int(d) for d in input_shape])) * self.filters
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(filters=self.filters,
+                      kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+                      momentum=self.bn.momentum, epsilon=self.bn.epsilon)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_lrn")
+class SharedBasisConv2D(keras.layers.Conv2D):
+    """`Conv2D` for a shared basis; called on `[x, unique_kernel]` it also runs the unique part.
+
+    On a tensor it is the plain conv. On `[x, unique_kernel]` (`unique_kernel`
+    of shape `(kh, kw, C_in, u)`, e.g. a `UniqueBasis` output) it returns
+    `cat[conv(x, unique_kernel), conv(x, self.kernel)]` computed as one conv with
+    the concatenated kernel. The layer is shared by calling it from every block;
+    its kernel is one variable whatever the number of calls.
+
+    Example:
+    ```python
+    basis = SharedBasisConv2D(16, 3, padding="same", use_bias=False)
+    x = keras.Input((32, 32, 16))
+    y = basis([x, UniqueBasis(1)(x)])  # (None, 32, 32, 17): unique channel first
+    ```
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.input_spec = None  # one tensor or [tensor, kernel]
+
+    def build(self, input_shape):
+        if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple)):
+            input_shape = input_shape[0]
+        super().build(input_shape)
+        self.input_spec = None  # Conv2D's build sets one for a single tensor
+
+    def call(self, inputs):
+        if not isinstance(inputs, (list, tuple)):
+            return super().call(inputs)
+        x, unique = inputs
+        kernel = ops.concatenate([ops.cast(unique, self.kernel.dtype), self.kernel], axis=-1)
+        outputs = self.convolution_op(x, kernel)
+        if self.use_bias:
+            bias = ops.concatenate([ops.zeros((unique.shape[-1],), self.bias.dtype), self.bias])
+            outputs = ops.add(outputs, bias)
+        return outputs if self.activation is None else self.activation(outputs)
+
+    def compute_output_shape(self, input_shape):
+        if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple)):
+            out = super().compute_output_shape(input_shape[0])
+            return (*out[:-1], out[-1] + input_shape[1][-1])
+        return super().compute_output_shape(input_shape)
+
+
+@keras.saving.register_keras_serializable(package="keras_lrn")
+class UniqueBasis(keras.layers.Layer):
+    """A per-layer unique basis kernel `(kh, kw, C_in, rank)`, output as a tensor.
+
+    Called on the tensor the basis convolution reads (only its channel count is
+    used), it returns its kernel for `SharedBasisConv2D([x, kernel])`. The
+    convolution's MACs are counted there, so this layer reports none.
+
+    Args:
+        rank: int. Number of unique filters u.
+        kernel_size: int. Defaults to 3.
+        kernel_initializer: Defaults to `"glorot_uniform"`.
+    """
+
+    def __init__(self, rank, kernel_size=3, kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        _check_rank(rank, "rank", allow_zero=False)
+        _check_rank(kernel_size, "kernel_size", allow_zero=False)
+        self.rank = rank
+        self.kernel_size = kernel_size
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def build(self, input_shape):
+        k = self.kernel_size
+        self.kernel = self.add_weight(name="kernel", shape=(k, k, int(input_shape[-1]), self.rank),
+                                      initializer=self.kernel_initializer, trainable=True)
+        self.built = True
+
+    def call(self, inputs):
+        return ops.convert_to_tensor(self.kernel)
+
+    def compute_output_spec(self, inputs):
+        k = self.kernel_size
+        return keras.KerasTensor((k, k, inputs.shape[-1], self.rank), dtype=self.compute_dtype)
+
+    def compute_macs(self, input_shape):
+        return 0
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(rank=self.rank, kernel_size=self.kernel_size,
+                      kernel_initializer=keras.initializers.serialize(self.kernel_initializer))
+        return config
+
+
 def shared_basis(rank, name, kernel_size=3, kernel_initializer=None, dtype=None):
-    """A shared basis: a bias-free, stride-1 `Conv2D(rank, kernel_size, padding="same")`.
+    """A shared basis: a bias-free, stride-1 `SharedBasisConv2D(rank, kernel_size, "same")`.
 
     Call the returned layer from every block that shares it.
 
@@ -110,7 +275,7 @@ def shared_basis(rank, name, kernel_size=3, kernel_initializer=None, dtype=None)
         dtype: dtype policy.
     """
     _check_rank(rank, "rank", allow_zero=False)
-    return keras.layers.Conv2D(
+    return SharedBasisConv2D(
         rank, kernel_size, strides=1, padding="same", use_bias=False,
         kernel_initializer=kernel_initializer or OrthogonalBasis(), name=name, dtype=dtype)
 
@@ -149,8 +314,9 @@ def basis_conv(x, filters, name, shared=None, unique_rank=0, strides=1, dtype=No
     Args:
         x: Keras tensor (NHWC).
         filters: int. Output channels P of the replaced 3x3 conv.
-        name: str. Prefix of the per-layer names (`{name}_unique`, `_concat`,
-            `_basis_bn`, `_coeff`).
+        name: str. Prefix of the per-layer names (`{name}_unique`, `_concat` when
+            the parts are two convs, `_coeff`: the `BasisCoefficients` with the
+            basis BN and the 1x1 conv).
         shared: a shared basis layer (see `shared_basis`) or None.
         unique_rank: int. Filters of the per-layer unique basis (0: none).
         strides: int. Stride of the unique basis; a shared basis is always
@@ -158,7 +324,8 @@ def basis_conv(x, filters, name, shared=None, unique_rank=0, strides=1, dtype=No
         dtype: dtype policy.
         kernel_initializer: initializer of the unique and coefficient convs.
             Defaults to PyTorch's `kaiming_normal_(fan_out)`.
-        return_layers: bool. Also return `{"unique", "basis_bn", "coeff"}` layers.
+        return_layers: bool. Also return `{"unique", "basis_bn", "coeff",
+            "coefficients"}` layers (the BN, the 1x1 conv, their `BasisCoefficients`).
     """
     _check_rank(unique_rank, "unique_rank")
     _check_rank(filters, "filters", allow_zero=False)
@@ -170,7 +337,13 @@ def basis_conv(x, filters, name, shared=None, unique_rank=0, strides=1, dtype=No
     init = kernel_initializer or keras.initializers.VarianceScaling(
         2.0, mode="fan_out", distribution="untruncated_normal")
     parts, unique = [], None
-    if unique_rank:
+    if (unique_rank and isinstance(shared, SharedBasisConv2D)
+            and tuple(shared.kernel_size) == (3, 3)):  # one conv, cat[unique, shared] kernel
+        unique = UniqueBasis(unique_rank, kernel_initializer=init, name=f"{name}_unique",
+                             dtype=dtype)
+        parts.append(shared([x, unique(x)]))
+        shared = None
+    elif unique_rank:
         if strides == 1:
             u_in, padding = x, "same"
         else:
@@ -184,12 +357,10 @@ def basis_conv(x, filters, name, shared=None, unique_rank=0, strides=1, dtype=No
         parts.append(shared(x))
     y = parts[0] if len(parts) == 1 else keras.layers.Concatenate(
         axis=-1, name=f"{name}_concat", dtype=dtype)(parts)
-    bn = FastBatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_basis_bn",
-                                         dtype=dtype)  # PyTorch BN defaults
-    y = bn(y)
-    coeff = keras.layers.Conv2D(filters, 1, use_bias=False, kernel_initializer=init,
-                                name=f"{name}_coeff", dtype=dtype)
-    y = coeff(y)
+    coefficients = BasisCoefficients(filters, kernel_initializer=init, momentum=0.9,
+                                     epsilon=1e-5, name=f"{name}_coeff", dtype=dtype)
+    y = coefficients(y)  # PyTorch BN defaults; the BN folded into the 1x1 conv
     if return_layers:
-        return y, {"unique": unique, "basis_bn": bn, "coeff": coeff}
+        return y, {"unique": unique, "basis_bn": coefficients.bn, "coeff": coefficients.conv,
+                   "coefficients": coefficients}
     return y

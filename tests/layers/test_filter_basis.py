@@ -4,8 +4,23 @@ import keras
 import numpy as np
 import pytest
 
-from keras_lrn.layers import OrthogonalBasis, basis_conv, make_shared_bases, shared_basis
-from keras_lrn.testing import count_params, save_and_reload, to_numpy
+from keras_lrn.layers import (
+    BasisCoefficients,
+    FastBatchNormalization,
+    OrthogonalBasis,
+    UniqueBasis,
+    basis_conv,
+    make_shared_bases,
+    shared_basis,
+)
+from keras_lrn.profile import profile
+from keras_lrn.testing import (
+    assert_config_round_trip,
+    count_params,
+    run_model_test,
+    save_and_reload,
+    to_numpy,
+)
 
 
 def rows(kernel):
@@ -63,14 +78,55 @@ def test_basis_conv_structure_and_counts():
     assert count_params(model.trainable_weights) == 108 + 2 * (36 + 8 + 16)
     assert count_params(model.non_trainable_weights) == 2 * 8
     assert len(basis._inbound_nodes) == 2
-    concat = model.get_layer("c1_concat")
-    # unique first: the concat's first input comes from the unique conv.
-    assert concat._inbound_nodes[0].input_tensors[0]._keras_history.operation is layers["unique"]
+    # unique first: one conv with cat[unique, shared] kernels = the two convs, concatenated
+    node = basis._inbound_nodes[0]
+    assert node.input_tensors[1]._keras_history.operation is layers["unique"]
+    probe = keras.Model(model.input, node.output_tensors[0])
     x = np.random.default_rng(0).standard_normal((1, 6, 6, 4)).astype("float32")
-    probe = keras.Model(model.input, concat.output)
     out = to_numpy(probe(x))
+    conv = keras.layers.Conv2D(1, 3, padding="same", use_bias=False)
+    conv.build((None, 6, 6, 4))
+    conv.kernel.assign(layers["unique"].kernel)
     np.testing.assert_allclose(out[..., 1:], to_numpy(basis(x)), atol=1e-5)
-    np.testing.assert_allclose(out[..., :1], to_numpy(layers["unique"](x)), atol=1e-5)
+    np.testing.assert_allclose(out[..., :1], to_numpy(conv(x)), atol=1e-5)
+    # MACs: the merged conv counts the unique and the shared filters, UniqueBasis none
+    calls = {c.name: c for c in profile(model).calls}
+    assert calls["c1_unique"].macs == 0 and calls["basis"].macs == 36 * 9 * 4 * (1 + 3)
+
+
+def test_merged_basis_conv_gradients_equal_two_convs():
+    """cat[conv(x, Ku), conv(x, Ks)] as one conv: same outputs and, after one SGD step,
+    the same unique and shared kernels as the two separate convs."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 6, 6, 4)).astype("float32")
+    target = rng.standard_normal((2, 6, 6, 5)).astype("float32")
+    ku = rng.standard_normal((3, 3, 4, 2)).astype("float32")
+    ks = rng.standard_normal((3, 3, 4, 3)).astype("float32")
+    models = []
+    for merged in (True, False):
+        inp = keras.Input((6, 6, 4))
+        basis = shared_basis(3, "basis")
+        if merged:
+            unique = UniqueBasis(2, name="unique")
+            y = basis([inp, unique(inp)])
+        else:
+            unique = keras.layers.Conv2D(2, 3, padding="same", use_bias=False, name="unique")
+            y = keras.layers.Concatenate()([unique(inp), basis(inp)])
+        model = keras.Model(inp, y)
+        unique.kernel.assign(ku)
+        basis.kernel.assign(ks)
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+        models.append((model, unique, basis))
+    (merged, mu, mb), (plain, pu, pb) = models
+    np.testing.assert_allclose(to_numpy(merged(x)), to_numpy(plain(x)), atol=1e-5)
+    merged.train_on_batch(x, target)
+    plain.train_on_batch(x, target)
+    np.testing.assert_allclose(to_numpy(mu.kernel), to_numpy(pu.kernel), atol=1e-5)
+    np.testing.assert_allclose(to_numpy(mb.kernel), to_numpy(pb.kernel), atol=1e-5)
+    assert not np.allclose(to_numpy(mu.kernel), ku) and not np.allclose(to_numpy(mb.kernel), ks)
+    assert_config_round_trip(UniqueBasis(2, kernel_size=3))
+    with pytest.raises(ValueError, match="rank"):
+        UniqueBasis(0)
 
 
 def test_shared_basis_stays_shared_after_save_load():
@@ -99,3 +155,54 @@ def test_basis_conv_bad_arguments():
         basis_conv(inp, 4, "a")
     with pytest.raises(ValueError, match="strides"):
         basis_conv(inp, 4, "a", shared=shared_basis(2, "s"), strides=2)
+
+
+def _coefficient_model(folded):
+    """Conv2D -> [basis BN -> 1x1 coeff], as `BasisCoefficients` or as the two layers."""
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((5, 5, 4))
+    z = keras.layers.Conv2D(6, 3, padding="same", use_bias=False)(inp)
+    if folded:
+        out = BasisCoefficients(8, name="coeff")(z)
+    else:
+        z = FastBatchNormalization(momentum=0.9, epsilon=1e-5, name="bn")(z)
+        out = keras.layers.Conv2D(8, 1, use_bias=False, name="conv")(z)
+    model = keras.Model(inp, out)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    return model
+
+
+def test_basis_coefficients_equal_bn_then_1x1_conv():
+    """Same weights (in the same order), outputs in training and inference, moving
+    statistics, and every weight after one SGD step (so every gradient)."""
+    folded, plain = _coefficient_model(True), _coefficient_model(False)
+    assert [w.shape for w in folded.weights] == [w.shape for w in plain.weights]
+    for a, b in zip(folded.weights, plain.weights):
+        np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((3, 5, 5, 4)) * 2 + 1).astype("float32")
+    target = rng.standard_normal((3, 5, 5, 8)).astype("float32")
+    for training in (True, False):
+        np.testing.assert_allclose(to_numpy(folded(x, training=training)),
+                                   to_numpy(plain(x, training=training)), rtol=1e-5, atol=1e-5)
+    before = [to_numpy(w) for w in folded.trainable_weights]
+    for model in (folded, plain):
+        model.train_on_batch(x, target)
+    for a, b in zip(folded.weights, plain.weights):
+        np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-5, atol=1e-5,
+                                   err_msg=a.path)
+    for w, old in zip(folded.trainable_weights, before):
+        assert not np.allclose(to_numpy(w), old), w.path
+    layer = folded.get_layer("coeff")
+    assert not np.allclose(to_numpy(layer.bn.moving_mean), 0)  # the update ran
+    assert profile(folded).macs == profile(plain).macs == 25 * (9 * 4 * 6 + 6 * 8)
+
+
+def test_basis_coefficients_config_save_and_bad_args():
+    clone = assert_config_round_trip(BasisCoefficients(8, momentum=0.8, epsilon=1e-3))
+    assert (clone.bn.momentum, clone.bn.epsilon, clone.filters) == (0.8, 1e-3, 8)
+    model = _coefficient_model(True)
+    model.fit(np.ones((2, 5, 5, 4), "float32"), np.zeros((2, 5, 5, 8), "float32"), verbose=0)
+    run_model_test(model, np.random.default_rng(0).random((2, 5, 5, 4)).astype("float32"))
+    with pytest.raises(ValueError, match="filters"):
+        BasisCoefficients(0)
