@@ -10,6 +10,7 @@ from keras_lrn.layers import (
     OrthogonalBasis,
     UniqueBasis,
     basis_conv,
+    filter_basis,
     make_shared_bases,
     shared_basis,
 )
@@ -94,9 +95,12 @@ def test_basis_conv_structure_and_counts():
     assert calls["c1_unique"].macs == 0 and calls["basis"].macs == 36 * 9 * 4 * (1 + 3)
 
 
-def test_merged_basis_conv_gradients_equal_two_convs():
-    """cat[conv(x, Ku), conv(x, Ks)] as one conv: same outputs and, after one SGD step,
-    the same unique and shared kernels as the two separate convs."""
+@pytest.mark.parametrize("merge", [True, False])
+def test_merged_basis_conv_gradients_equal_two_convs(merge, monkeypatch):
+    """`SharedBasisConv2D([x, unique_kernel])`, as one conv with cat[Ku, Ks] (merge) or as
+    two convs: same outputs and, after one SGD step, the same unique and shared kernels as
+    two separate Conv2D layers and a concat."""
+    monkeypatch.setitem(filter_basis._MERGE, keras.backend.backend(), merge)
     rng = np.random.default_rng(2)
     x = rng.standard_normal((2, 6, 6, 4)).astype("float32")
     target = rng.standard_normal((2, 6, 6, 5)).astype("float32")
