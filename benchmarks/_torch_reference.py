@@ -7,7 +7,8 @@ from __future__ import annotations
 import subprocess
 
 # Spec section 4 protocol, run with the interpreter that has torch. argv: file, factory
-# expression, batch, warm-up steps, timed steps. Prints one float per timed step.
+# expression, batch, warm-up steps, timed steps. Prints "STEP <seconds>" per timed step (the
+# reference code prints its own lines too).
 TORCH_TIMER = r"""
 import importlib.util, sys, time
 import torch
@@ -27,7 +28,7 @@ for i in range(warm + steps):
     t = time.perf_counter()
     F.cross_entropy(model(x), y).backward()
     if i >= warm:
-        print(time.perf_counter() - t, flush=True)
+        print("STEP", time.perf_counter() - t, flush=True)
 """
 
 
@@ -36,4 +37,4 @@ def torch_steps(python, path, factory, batch=128, warm=2, steps=3):
     measured in a fresh `python` process."""
     out = subprocess.run([python, "-c", TORCH_TIMER, path, factory, str(batch), str(warm),
                           str(steps)], check=True, capture_output=True, text=True).stdout
-    return [float(v) for v in out.split()]
+    return [float(line.split()[1]) for line in out.splitlines() if line.startswith("STEP ")]
