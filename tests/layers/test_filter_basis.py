@@ -1,5 +1,11 @@
 """Basis convolution pieces: orthogonal init, concat order, sharing through save/load."""
 
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -210,3 +216,39 @@ def test_basis_coefficients_config_save_and_bad_args():
     run_model_test(model, np.random.default_rng(0).random((2, 5, 5, 4)).astype("float32"))
     with pytest.raises(ValueError, match="filters"):
         BasisCoefficients(0)
+
+
+_SAVE_ON_OTHER_BACKEND = """
+import sys
+import keras
+import numpy as np
+from keras_lrn.models import BasisResNet
+
+keras.utils.set_random_seed(0)
+model = BasisResNet(20, "single")
+model.save_weights(sys.argv[1])
+x = np.random.default_rng(0).random((2, 32, 32, 3)).astype("float32")
+np.save(sys.argv[2], keras.ops.convert_to_numpy(model(x, training=False)))
+"""
+
+
+@pytest.mark.skipif(
+    not all(importlib.util.find_spec(m) for m in ("tensorflow", "jax")),
+    reason="needs both backends")
+def test_basis_weights_load_across_backends(tmp_path):
+    """Same layers and weights on both backends although the basis conv is computed
+    differently (one conv on TF, two on JAX): weights saved on the other backend load here
+    and give the same outputs."""
+    other = "jax" if keras.backend.backend() == "tensorflow" else "tensorflow"
+    weights, expect = tmp_path / "w.weights.h5", tmp_path / "out.npy"
+    env = dict(os.environ, KERAS_BACKEND=other, PYTHONPATH=str(Path(__file__).parents[2]))
+    subprocess.run([sys.executable, "-c", _SAVE_ON_OTHER_BACKEND, str(weights), str(expect)],
+                   check=True, env=env, capture_output=True, timeout=600)
+    from keras_lrn.models import BasisResNet
+
+    model = BasisResNet(20, "single")
+    model.load_weights(weights)
+    x = np.random.default_rng(0).random((2, 32, 32, 3)).astype("float32")
+    ref = np.load(expect)
+    np.testing.assert_allclose(to_numpy(model(x, training=False)), ref, rtol=1e-4,
+                               atol=1e-5 * np.abs(ref).max())
