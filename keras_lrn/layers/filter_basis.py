@@ -201,6 +201,9 @@ class SharedBasisConv2D(keras.layers.Conv2D):
 
     def build(self, input_shape):
         if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple)):
+            if self.use_bias:
+                raise ValueError("`SharedBasisConv2D` called on [x, unique_kernel] needs "
+                                 "use_bias=False (a basis has no bias). Received: use_bias=True")
             input_shape = input_shape[0]
         super().build(input_shape)
         self.input_spec = None  # Conv2D's build sets one for a single tensor
@@ -216,9 +219,6 @@ class SharedBasisConv2D(keras.layers.Conv2D):
         else:
             outputs = ops.concatenate(
                 [self.convolution_op(x, unique), self.convolution_op(x, self.kernel)], axis=-1)
-        if self.use_bias:
-            bias = ops.concatenate([ops.zeros((unique.shape[-1],), self.bias.dtype), self.bias])
-            outputs = ops.add(outputs, bias)
         return outputs if self.activation is None else self.activation(outputs)
 
     def compute_output_shape(self, input_shape):

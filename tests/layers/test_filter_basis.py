@@ -14,6 +14,7 @@ from keras_lrn.layers import (
     BasisCoefficients,
     FastBatchNormalization,
     OrthogonalBasis,
+    SharedBasisConv2D,
     UniqueBasis,
     basis_conv,
     filter_basis,
@@ -137,6 +138,9 @@ def test_merged_basis_conv_gradients_equal_two_convs(merge, monkeypatch):
     assert_config_round_trip(UniqueBasis(2, kernel_size=3))
     with pytest.raises(ValueError, match="rank"):
         UniqueBasis(0)
+    inp = keras.Input((6, 6, 4))
+    with pytest.raises(ValueError, match="use_bias"):
+        SharedBasisConv2D(3, 3, padding="same", use_bias=True)([inp, UniqueBasis(2)(inp)])
 
 
 def test_shared_basis_stays_shared_after_save_load():
